@@ -1,0 +1,223 @@
+// Command sse-service serves Server-Sent Events: clients subscribe to
+// topics over GET /v1/events, publishers POST events, and every event reaches
+// every subscriber of its topic, with resume by Last-Event-ID.
+//
+// Configuration is by SSE_* environment variables; `sse-service -h` lists
+// them. See README.md.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sse-service/sse-service/api"
+	"github.com/sse-service/sse-service/internal/admin"
+	"github.com/sse-service/sse-service/internal/broker/memory"
+	"github.com/sse-service/sse-service/internal/config"
+	"github.com/sse-service/sse-service/internal/httpapi"
+	"github.com/sse-service/sse-service/internal/metrics"
+	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/web"
+)
+
+// version is stamped in at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "sse-service:", err)
+		os.Exit(1)
+	}
+}
+
+// addrs are where the listeners ended up (useful with port 0).
+type addrs struct {
+	Public, Admin string
+}
+
+// run builds the component graph, serves until ctx ends or SIGTERM/SIGINT
+// arrives, then drains. started, when not nil, is called once both
+// listeners accept connections.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, started func(addrs)) error {
+	flags := flag.NewFlagSet("sse-service", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	flags.Usage = func() {
+		fmt.Fprintf(stdout, "sse-service %s: Server-Sent Events hub.\n\nUsage: sse-service [-version]\n\n", version)
+		if err := config.Usage(stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+		}
+	}
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version)
+		return nil
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := config.Load()
+	if err != nil {
+		return fmt.Errorf("invalid configuration (sse-service -h lists every variable):\n%w", err)
+	}
+	log := newLogger(stderr, cfg)
+	tokens, err := publishTokens(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	broker := memory.New(memory.Options{
+		HistorySize:       cfg.HistorySize,
+		HistoryTTL:        cfg.HistoryTTL,
+		IdempotencyWindow: cfg.IdempotencyWindow,
+	})
+	defer broker.Close()
+	hub := stream.NewHub(broker, m, log, stream.Options{
+		ClientBuffer:      cfg.ClientBuffer,
+		WriteTimeout:      cfg.WriteTimeout,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		Retry:             cfg.Retry,
+		ReconnectJitter:   cfg.ReconnectJitter,
+	})
+
+	trusted, err := cfg.TrustedPrefixes()
+	if err != nil {
+		return err // Validate already refused it
+	}
+	static, err := fs.Sub(web.Static, "static")
+	if err != nil {
+		return fmt.Errorf("demo page: %w", err)
+	}
+	public := httpapi.NewServer(hub, m, log, httpapi.Options{
+		PublishTokens:   tokens,
+		MaxEventBytes:   cfg.MaxEventBytes,
+		MaxBatchEvents:  cfg.MaxBatchEvents,
+		MaxBatchBytes:   cfg.MaxBatchBytes,
+		MaxTopics:       cfg.MaxTopics,
+		MaxConnections:  cfg.MaxConnections,
+		MaxConnsPerIP:   cfg.MaxConnsPerIP,
+		TrustedProxies:  trusted,
+		SendBuffer:      cfg.SendBuffer,
+		ReconnectJitter: cfg.ReconnectJitter,
+		Static:          static,
+		OpenAPI:         api.OpenAPI,
+	})
+	var ready atomic.Bool
+	adminSrv := admin.NewServer(reg, log, admin.Options{Ready: ready.Load, PProf: cfg.PProf})
+
+	publicLn, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen SSE_ADDR %s: %w", cfg.Addr, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		publicLn.Close()
+		return fmt.Errorf("listen SSE_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+	}
+
+	// Every goroutine below ends before run returns.
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	serve := func(name string, srv *http.Server, ln net.Listener) {
+		wg.Go(func() {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("serve %s: %w", name, err)
+			}
+		})
+	}
+	serve("public", public, publicLn)
+	serve("admin", adminSrv, adminLn)
+	clockCtx, stopClock := context.WithCancel(context.Background())
+	if cfg.ClockInterval > 0 {
+		wg.Go(func() { stream.RunClock(clockCtx, hub, cfg.ClockInterval, log) })
+	}
+
+	ready.Store(true)
+	log.Info("listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(), "version", version)
+	if started != nil {
+		started(addrs{Public: publicLn.Addr().String(), Admin: adminLn.Addr().String()})
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	case runErr = <-serveErr:
+		log.Error("server failed, shutting down", "err", runErr)
+	}
+	stop() // a second signal now kills the process the default way
+
+	// Drain: readiness off at once, new streams refused, open streams told
+	// to reconnect (spread over the jitter) and closed. Shutdown then waits
+	// for in-flight publishes; it does not wait for streams on its own,
+	// since they never end by themselves.
+	ready.Store(false)
+	hub.Drain()
+	stopClock()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := public.Shutdown(shutdownCtx); err != nil {
+		log.Warn("drain did not finish in time, closing remaining connections", "err", err)
+		public.Close()
+	}
+	if err := adminSrv.Shutdown(shutdownCtx); err != nil {
+		adminSrv.Close()
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+func newLogger(w io.Writer, cfg config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// publishTokens returns the configured tokens, or generates one and logs it
+// once, so a first run works with no setup and publishing is still not open.
+func publishTokens(cfg config.Config, log *slog.Logger) ([]string, error) {
+	tokens, err := cfg.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	if len(tokens) > 0 {
+		return tokens, nil
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("generate publish token: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	log.Warn("no SSE_PUBLISH_TOKENS set: generated a publish token for this run", "token", tok)
+	return []string{tok}, nil
+}
+

@@ -1,0 +1,266 @@
+// Package config reads the service's settings from SSE_* environment
+// variables and checks them, naming every bad variable at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Prefix is the environment variable prefix.
+const Prefix = "SSE"
+
+// Config is every setting of the service. The zero value is not useful: use
+// Load, which fills the defaults in the struct tags.
+type Config struct {
+	Addr      string `envconfig:"ADDR" default:":8080" desc:"public listener: stream, publish API, demo page, /openapi.yaml"`
+	AdminAddr string `envconfig:"ADMIN_ADDR" default:":9090" desc:"admin listener: /metrics, /healthz, /readyz (never route it through the ingress)"`
+	PProf     bool   `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on the admin listener"`
+
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"log format: text or json"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
+
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"15s" desc:"idle time after which a stream gets a comment line (keep it well under proxy read timeouts)"`
+	Retry             time.Duration `envconfig:"RETRY" default:"2s" desc:"reconnect delay announced to clients in the first frame (retry:)"`
+	ClockInterval     time.Duration `envconfig:"CLOCK_INTERVAL" default:"1s" desc:"how often the clock topic gets the time; 0 turns it off"`
+
+	HistorySize       int           `envconfig:"HISTORY_SIZE" default:"1000" desc:"events kept per topic for resume"`
+	HistoryTTL        time.Duration `envconfig:"HISTORY_TTL" default:"1h" desc:"how long events are kept for resume"`
+	IdempotencyWindow time.Duration `envconfig:"IDEMPOTENCY_WINDOW" default:"2m" desc:"how long an Idempotency-Key is remembered"`
+
+	ClientBuffer    int           `envconfig:"CLIENT_BUFFER" default:"256" desc:"events queued per subscriber before it is dropped as slow"`
+	WriteTimeout    time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"deadline of each write to a subscriber; a client that misses it is dropped"`
+	SendBuffer      int           `envconfig:"SEND_BUFFER" default:"32768" desc:"kernel send buffer (SO_SNDBUF) of each stream's socket in bytes, so a stalled client is noticed quickly; 0 leaves the kernel's autotuning"`
+	MaxConnections  int           `envconfig:"MAX_CONNECTIONS" default:"10000" desc:"open streams allowed in this instance; 0 means no limit"`
+	MaxConnsPerIP   int           `envconfig:"MAX_CONNECTIONS_PER_IP" default:"0" desc:"open streams allowed per client IP; 0 means no limit (set SSE_TRUSTED_PROXIES behind a proxy first)"`
+	TrustedProxies  []string      `envconfig:"TRUSTED_PROXIES" desc:"comma-separated CIDRs whose X-Forwarded-For is believed for the client IP"`
+	MaxTopics       int           `envconfig:"MAX_TOPICS_PER_STREAM" default:"32" desc:"topics one stream may subscribe to"`
+	ReconnectJitter time.Duration `envconfig:"RECONNECT_JITTER" default:"5s" desc:"on shutdown and on 429/503, clients are told to come back after a random delay below this"`
+
+	PublishTokens     []string `envconfig:"PUBLISH_TOKENS" desc:"comma-separated bearer tokens allowed to publish; none set and no file: one is generated and logged at start"`
+	PublishTokensFile string   `envconfig:"PUBLISH_TOKENS_FILE" desc:"file with publish tokens, one per line or comma separated (a mounted Kubernetes secret)"`
+	MaxEventBytes     int      `envconfig:"MAX_EVENT_BYTES" default:"65536" desc:"largest publish request body in bytes (413 above)"`
+	MaxBatchEvents    int      `envconfig:"MAX_BATCH_EVENTS" default:"1000" desc:"most events in one batch publish"`
+	MaxBatchBytes     int      `envconfig:"MAX_BATCH_BYTES" default:"1048576" desc:"largest batch publish body in bytes (413 above)"`
+
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"time allowed for the drain on SIGTERM before the process exits"`
+}
+
+// Load reads the environment, applies defaults and validates. The error
+// names every bad variable.
+func Load() (Config, error) {
+	var c Config
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		return Config{}, parseErrors()
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// parseErrors reports every variable that does not parse. envconfig stops
+// at the first one, so each field is parsed on its own, in a struct made of
+// just that field.
+func parseErrors() error {
+	t := reflect.TypeFor[Config]()
+	var errs []error
+	for i := range t.NumField() {
+		one := reflect.New(reflect.StructOf([]reflect.StructField{t.Field(i)}))
+		if err := envconfig.Process(Prefix, one.Interface()); err != nil {
+			var pe *envconfig.ParseError
+			if errors.As(err, &pe) {
+				err = fmt.Errorf("%s: %q is not a valid %s", pe.KeyName, pe.Value, typeName(pe.TypeName))
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func typeName(t string) string {
+	switch t {
+	case "time.Duration":
+		return "duration (such as 500ms, 15s, 2m, 1h)"
+	case "int":
+		return "integer"
+	case "bool":
+		return "boolean (true or false)"
+	}
+	return t
+}
+
+// Usage writes every variable with its type, default and description.
+func Usage(w io.Writer) error {
+	var c Config
+	return envconfig.Usagef(Prefix, &c, w, envconfig.DefaultTableFormat)
+}
+
+// Validate returns every problem at once, each naming its variable and
+// what it accepts.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
+	}
+	if c.Addr == "" {
+		bad("ADDR", "must not be empty (e.g. :8080)")
+	}
+	if c.AdminAddr == "" {
+		bad("ADMIN_ADDR", "must not be empty (e.g. :9090)")
+	}
+	if c.Addr != "" && c.Addr == c.AdminAddr {
+		bad("ADMIN_ADDR", "must differ from SSE_ADDR (%q): the admin port must not be public", c.Addr)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("LOG_FORMAT", "%q is not one of: text, json", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "%q is not one of: debug, info, warn, error", c.LogLevel)
+	}
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			bad(name, "must be a positive duration such as 15s or 1m (got %s)", d)
+		}
+	}
+	positive("HEARTBEAT_INTERVAL", c.HeartbeatInterval)
+	positive("RETRY", c.Retry)
+	positive("HISTORY_TTL", c.HistoryTTL)
+	positive("IDEMPOTENCY_WINDOW", c.IdempotencyWindow)
+	positive("WRITE_TIMEOUT", c.WriteTimeout)
+	positive("RECONNECT_JITTER", c.ReconnectJitter)
+	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	if c.ClockInterval < 0 {
+		bad("CLOCK_INTERVAL", "must be 0 (off) or a positive duration such as 1s (got %s)", c.ClockInterval)
+	}
+	between := func(name string, v, lo, hi int) {
+		if v < lo || v > hi {
+			bad(name, "must be an integer from %d to %d (got %d)", lo, hi, v)
+		}
+	}
+	between("HISTORY_SIZE", c.HistorySize, 1, 1_000_000)
+	between("CLIENT_BUFFER", c.ClientBuffer, 1, 1_000_000)
+	between("SEND_BUFFER", c.SendBuffer, 0, 64<<20)
+	between("MAX_CONNECTIONS", c.MaxConnections, 0, 10_000_000)
+	between("MAX_CONNECTIONS_PER_IP", c.MaxConnsPerIP, 0, 10_000_000)
+	between("MAX_TOPICS_PER_STREAM", c.MaxTopics, 1, 1000)
+	between("MAX_EVENT_BYTES", c.MaxEventBytes, 64, 16<<20)
+	between("MAX_BATCH_EVENTS", c.MaxBatchEvents, 1, 100_000)
+	between("MAX_BATCH_BYTES", c.MaxBatchBytes, 64, 256<<20)
+	if c.SendBuffer > 0 && c.SendBuffer < 4096 {
+		bad("SEND_BUFFER", "must be 0 (kernel autotuning) or at least 4096 bytes (got %d)", c.SendBuffer)
+	}
+	if _, err := c.TrustedPrefixes(); err != nil {
+		bad("TRUSTED_PROXIES", "%v (want comma-separated CIDRs such as 10.0.0.0/8,fd00::/8)", err)
+	}
+	for _, t := range c.PublishTokens {
+		if err := checkToken(t); err != nil {
+			bad("PUBLISH_TOKENS", "%v", err)
+			break
+		}
+	}
+	if c.PublishTokensFile != "" {
+		if _, err := ReadTokensFile(c.PublishTokensFile); err != nil {
+			bad("PUBLISH_TOKENS_FILE", "%v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// TrustedPrefixes parses TrustedProxies. A bare address means that one host.
+func (c Config) TrustedPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR or address", s)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// Tokens returns the configured publish tokens: the variable's and the
+// file's together. None means the caller should generate one.
+func (c Config) Tokens() ([]string, error) {
+	var out []string
+	for _, t := range c.PublishTokens {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	if c.PublishTokensFile != "" {
+		ts, err := ReadTokensFile(c.PublishTokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s_PUBLISH_TOKENS_FILE: %w", Prefix, err)
+		}
+		out = append(out, ts...)
+	}
+	return out, nil
+}
+
+// ReadTokensFile reads tokens separated by newlines or commas; blank lines
+// and lines starting with # are ignored. An existing file with no token is
+// an error: it would leave publishing open to nobody by accident.
+func ReadTokensFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		for _, t := range strings.Split(line, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				if err := checkToken(t); err != nil {
+					return nil, fmt.Errorf("%s: %w", path, err)
+				}
+				out = append(out, t)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no token", path)
+	}
+	return out, nil
+}
+
+// checkToken refuses tokens too short to be secret or that cannot travel
+// in an Authorization header.
+func checkToken(t string) error {
+	t = strings.TrimSpace(t)
+	if len(t) < 16 {
+		return errors.New("each token must be at least 16 characters")
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] < 0x21 || t[i] > 0x7e {
+			return errors.New("tokens must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sse-service/sse-service/internal/stream"
+)
+
+// apiError is an error with the status and message a client sees. Handlers
+// return it (or errors the error handler knows how to map); nothing else
+// decides a status code.
+type apiError struct {
+	status     int
+	msg        string
+	retryAfter time.Duration // sent as Retry-After when > 0
+	header     [2]string     // one extra header, e.g. WWW-Authenticate
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func newError(status int, msg string) *apiError { return &apiError{status: status, msg: msg} }
+
+// errorHandler writes every error as JSON {"error": "..."}: the one place
+// where errors become status codes. Internal detail never reaches the client.
+func errorHandler(log *slog.Logger, jitter time.Duration) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		ae := toAPIError(err, jitter)
+		if ae.status >= 500 && ae.retryAfter == 0 {
+			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+		}
+		h := c.Response().Header()
+		if ae.retryAfter > 0 {
+			h.Set("Retry-After", strconv.Itoa(int(ae.retryAfter.Seconds())))
+		}
+		if ae.header[0] != "" {
+			h.Set(ae.header[0], ae.header[1])
+		}
+		h.Set("Cache-Control", "no-store")
+		if c.Request().Method == http.MethodHead {
+			err = c.NoContent(ae.status)
+		} else {
+			err = c.JSON(ae.status, map[string]string{"error": ae.msg})
+		}
+		if err != nil {
+			log.Debug("write error response", "err", err)
+		}
+	}
+}
+
+func toAPIError(err error, jitter time.Duration) *apiError {
+	var ae *apiError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+		out := *ae
+		out.msg = err.Error() // keeps context such as "event 3: "
+		return &out
+	case errors.Is(err, stream.ErrInvalid):
+		return newError(http.StatusBadRequest, err.Error())
+	case errors.Is(err, stream.ErrDraining):
+		return &apiError{status: http.StatusServiceUnavailable, msg: "server is shutting down, reconnect to another instance", retryAfter: retryAfter(jitter)}
+	case errors.Is(err, stream.ErrUnavailable):
+		return &apiError{status: http.StatusServiceUnavailable, msg: "event backend unavailable, nothing was stored; retry later", retryAfter: retryAfter(jitter)}
+	case errors.As(err, &he):
+		msg := http.StatusText(he.Code)
+		if m, ok := he.Message.(string); ok {
+			msg = m
+		}
+		return newError(he.Code, msg)
+	}
+	return newError(http.StatusInternalServerError, "internal error")
+}
+
+// retryAfter is a random whole number of seconds from 1 to 1+jitter, so
+// refused clients do not all come back at the same moment.
+func retryAfter(jitter time.Duration) time.Duration {
+	return time.Second + rand.N(jitter+time.Second).Truncate(time.Second)
+}

@@ -1,0 +1,57 @@
+package httpapi
+
+import (
+	"net/netip"
+	"sync"
+)
+
+// limitResult says why a stream was refused ("" when admitted); the values
+// are the sse_connections_total result labels.
+type limitResult string
+
+const (
+	admitted        limitResult = ""
+	rejectedLimit   limitResult = "rejected_limit"
+	rejectedIPLimit limitResult = "rejected_ip_limit"
+)
+
+// connLimiter counts open streams in total and per client IP. A zero limit
+// means no limit.
+type connLimiter struct {
+	max, perIP int
+
+	mu    sync.Mutex // guards total and byIP
+	total int
+	byIP  map[netip.Addr]int
+}
+
+func newConnLimiter(max, perIP int) *connLimiter {
+	return &connLimiter{max: max, perIP: perIP, byIP: make(map[netip.Addr]int)}
+}
+
+// acquire admits a stream from ip or says why not. The caller must call
+// release(ip) exactly once after an admitted stream ends.
+func (l *connLimiter) acquire(ip netip.Addr) limitResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max > 0 && l.total >= l.max {
+		return rejectedLimit
+	}
+	if l.perIP > 0 && l.byIP[ip] >= l.perIP {
+		return rejectedIPLimit
+	}
+	l.total++
+	l.byIP[ip]++
+	return admitted
+}
+
+func (l *connLimiter) release(ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if n := l.byIP[ip]; n <= 1 {
+		delete(l.byIP, ip)
+	} else {
+		l.byIP[ip] = n - 1
+	}
+}

@@ -1,0 +1,46 @@
+package httpapi
+
+import (
+	"io/fs"
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+)
+
+// routes lists every route of the public listener.
+func (s *server) routes(e *echo.Echo) {
+	e.GET("/v1/events", s.handleSubscribe())
+	e.POST("/v1/events", s.handleBatch())
+	e.POST("/v1/topics/:topic/events", s.handlePublish())
+	e.GET("/openapi.yaml", s.handleOpenAPI())
+	e.GET("/*", s.handleStatic())
+}
+
+func (s *server) handleOpenAPI() echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return c.Blob(http.StatusOK, "application/yaml", s.opts.OpenAPI)
+	}
+}
+
+// handleStatic serves the demo page's files, with a strict content security
+// policy: the page loads nothing from elsewhere.
+func (s *server) handleStatic() echo.HandlerFunc {
+	files := http.FileServerFS(s.opts.Static)
+	return func(c echo.Context) error {
+		name := strings.TrimPrefix(path.Clean("/"+c.Param("*")), "/")
+		if name == "" {
+			name = "index.html"
+		}
+		if st, err := fs.Stat(s.opts.Static, name); err != nil || st.IsDir() {
+			return echo.ErrNotFound
+		}
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		files.ServeHTTP(c.Response(), c.Request())
+		return nil
+	}
+}

@@ -1,0 +1,133 @@
+// Package metrics holds the service's Prometheus collectors. They are
+// registered on a registry passed in, never on the global one.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sse-service/sse-service/internal/stream"
+)
+
+// Metrics implements stream.Metrics and httpapi.Metrics with the names of
+// the contract. Create it with New.
+type Metrics struct {
+	connected      prometheus.Gauge
+	connections    *prometheus.CounterVec
+	dropped        map[stream.CloseReason]prometheus.Counter
+	published      prometheus.Counter
+	sent           prometheus.Counter
+	replayed       prometheus.Counter
+	bytes          prometheus.Counter
+	heartbeats     prometheus.Counter
+	delivery       prometheus.Histogram
+	connDuration   prometheus.Histogram
+	connectionsFor map[string]prometheus.Counter
+}
+
+var _ stream.Metrics = (*Metrics)(nil)
+
+// Connection attempt results (sse_connections_total's result label).
+var connectionResults = []string{
+	"accepted", "rejected_limit", "rejected_ip_limit", "rejected_draining",
+	"unauthorized", "forbidden", "bad_request",
+}
+
+// New creates the collectors and registers them, with the Go runtime and
+// process collectors, on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sse_connected_clients", Help: "Open event streams.",
+		}),
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sse_connections_total", Help: "Stream connection attempts by result.",
+		}, []string{"result"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sse_events_published_total", Help: "Events accepted from publishers (idempotent repeats excluded).",
+		}),
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sse_events_sent_total", Help: "Events written to streams, replayed ones included.",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sse_events_replayed_total", Help: "Events written to streams from history on resume.",
+		}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sse_bytes_sent_total", Help: "Bytes written to streams (events, heartbeats, retry fields).",
+		}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sse_heartbeats_sent_total", Help: "Heartbeat comments written to idle streams.",
+		}),
+		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sse_event_delivery_seconds",
+			Help:    "Time from a publish being accepted to the event being written to a stream.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		connDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sse_connection_duration_seconds",
+			Help:    "Lifetime of event streams.",
+			Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400},
+		}),
+	}
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sse_clients_dropped_total", Help: "Streams ended by the server, by reason.",
+	}, []string{"reason"})
+	// Resolve label values once: the hot path never looks them up, and
+	// every series exists (at 0) from the start.
+	m.dropped = map[stream.CloseReason]prometheus.Counter{}
+	for _, r := range []stream.CloseReason{stream.DroppedSlow, stream.DroppedWriteErr, stream.DroppedShutdown} {
+		m.dropped[r] = dropped.WithLabelValues(string(r))
+	}
+	m.connectionsFor = map[string]prometheus.Counter{}
+	for _, r := range connectionResults {
+		m.connectionsFor[r] = m.connections.WithLabelValues(r)
+	}
+	reg.MustRegister(
+		m.connected, m.connections, dropped, m.published, m.sent, m.replayed,
+		m.bytes, m.heartbeats, m.delivery, m.connDuration,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// ConnectionAttempt implements httpapi.Metrics.
+func (m *Metrics) ConnectionAttempt(result string) {
+	if c, ok := m.connectionsFor[result]; ok {
+		c.Inc()
+		return
+	}
+	m.connections.WithLabelValues(result).Inc()
+}
+
+// StreamOpened implements stream.Metrics.
+func (m *Metrics) StreamOpened() { m.connected.Inc() }
+
+// StreamClosed implements stream.Metrics.
+func (m *Metrics) StreamClosed(reason stream.CloseReason, lifetime time.Duration) {
+	m.connected.Dec()
+	m.connDuration.Observe(lifetime.Seconds())
+	if c, ok := m.dropped[reason]; ok {
+		c.Inc()
+	}
+}
+
+// EventsPublished implements stream.Metrics.
+func (m *Metrics) EventsPublished(n int) { m.published.Add(float64(n)) }
+
+// EventsSent implements stream.Metrics.
+func (m *Metrics) EventsSent(events, replayed, bytes int) {
+	m.sent.Add(float64(events))
+	if replayed > 0 {
+		m.replayed.Add(float64(replayed))
+	}
+	m.bytes.Add(float64(bytes))
+}
+
+// Delivered implements stream.Metrics.
+func (m *Metrics) Delivered(latency time.Duration) { m.delivery.Observe(latency.Seconds()) }
+
+// HeartbeatSent implements stream.Metrics.
+func (m *Metrics) HeartbeatSent() { m.heartbeats.Inc() }

@@ -1,0 +1,253 @@
+// Package ssebench is the engine of cmd/sse-bench, the load generator of
+// sse-service: it opens many SSE streams on loopback, publishes events at a
+// fixed rate, checks every stream receives every event in order and measures
+// delivery latency and the server's memory and CPU cost.
+package ssebench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Targets []Target
+	// Sources are local addresses streams are dialed from, round-robin;
+	// empty lets the kernel choose.
+	Sources []net.IP
+	Streams int
+	// Dials is how many streams are being opened at once at most.
+	Dials int
+
+	Topic string
+	Token string
+	// Rate is events per second to publish; 0 publishes nothing.
+	Rate float64
+	// Batch is events per publish request; above 1 the batch endpoint is
+	// used.
+	Batch int
+	// Size is the payload size in bytes.
+	Size int
+	// Publishers is the number of publishing goroutines (lanes).
+	Publishers int
+
+	// Settle is the pause after the streams are open before the server's
+	// memory is read; Warmup runs publishing before the measurement window
+	// of length Duration; Drain waits for deliveries after publishing.
+	Settle, Warmup, Duration, Drain time.Duration
+
+	// PIDs are the server processes whose memory and CPU are sampled.
+	PIDs []int
+	// ReadBuffer is the size of each stream's read buffer.
+	ReadBuffer int
+
+	// Log receives progress messages; nil discards them.
+	Log *slog.Logger
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Targets) == 0:
+		return errors.New("no target url")
+	case c.Streams < 1:
+		return errors.New("streams must be at least 1")
+	case c.Dials < 1:
+		return errors.New("dials must be at least 1")
+	case c.Topic == "":
+		return errors.New("topic must not be empty")
+	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
+		return errors.New("rate must be a number >= 0")
+	case c.Rate > 0 && c.Token == "":
+		return errors.New("a publish token is required unless rate is 0")
+	case c.Batch < 1 || c.Batch > 1000:
+		return errors.New("batch must be 1 to 1000")
+	case c.Size < MinPayloadSize || c.Size > MaxPayloadSize:
+		return fmt.Errorf("size must be %d to %d bytes", MinPayloadSize, MaxPayloadSize)
+	case c.Publishers < 1 || c.Publishers > MaxLanes:
+		return fmt.Errorf("publishers must be 1 to %d", MaxLanes)
+	case c.Settle < 0 || c.Warmup < 0 || c.Duration <= 0 || c.Drain < 0:
+		return errors.New("duration must be positive and warmup, drain and settle not negative")
+	case c.ReadBuffer < 512:
+		return errors.New("read buffer must be at least 512 bytes")
+	}
+	return nil
+}
+
+// progressEvery is how often progress is logged while publishing.
+const progressEvery = 5 * time.Second
+
+// snapshot is the state of a run at one moment.
+type snapshot struct {
+	at        time.Time
+	delivered int64
+	published int64
+	serverCPU time.Duration
+	benchCPU  time.Duration
+	cpuErr    error
+}
+
+// run is the state of one Run.
+type run struct {
+	cfg        Config
+	log        *slog.Logger
+	streams    *streamSet
+	pub        *publisher
+	recordFrom atomic.Int64
+}
+
+// Run executes the benchmark described by cfg. It returns an error only if
+// the run cannot start; everything that goes wrong later is in the report.
+// Cancelling ctx (e.g. on SIGINT) ends the run early; it still reports.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &run{cfg: cfg, log: cfg.Log}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	rep := newReport(cfg)
+
+	var before procSample
+	if len(cfg.PIDs) > 0 {
+		var err error
+		if before, err = readProcs(cfg.PIDs); err != nil {
+			return nil, err
+		}
+	}
+
+	closeCtx, closeStreams := context.WithCancel(context.Background())
+	defer closeStreams()
+	r.recordFrom.Store(math.MaxInt64)
+	r.streams = &streamSet{
+		targets:    cfg.Targets,
+		sources:    cfg.Sources,
+		topic:      cfg.Topic,
+		readBuffer: cfg.ReadBuffer,
+		recordFrom: &r.recordFrom,
+		closeCtx:   closeCtx,
+	}
+	r.connect(ctx, rep)
+
+	if sleep(ctx, cfg.Settle) && len(cfg.PIDs) > 0 {
+		after, err := readProcs(cfg.PIDs)
+		rep.setServerMemory(before, after, err)
+	}
+
+	paceCtx, stopPacing := context.WithCancel(ctx)
+	defer stopPacing()
+	if cfg.Rate > 0 {
+		r.pub = newPublisher(cfg.Targets, cfg.Token, cfg.Topic, cfg.Batch, cfg.Size, cfg.Publishers)
+		r.pub.start(paceCtx, ctx, cfg.Rate)
+		r.log.Info("publishing", "rate", cfg.Rate, "batch", cfg.Batch, "warmup", cfg.Warmup, "duration", cfg.Duration)
+	}
+	stopProgress := r.logProgress()
+	sleep(ctx, cfg.Warmup)
+	w0 := r.snapshot()
+	r.recordFrom.Store(w0.at.UnixNano())
+	sleep(ctx, cfg.Duration)
+	w1 := r.snapshot()
+	stopPacing()
+	if r.pub != nil {
+		r.pub.wait()
+	}
+	sleep(ctx, cfg.Drain)
+	stopProgress()
+
+	closeStreams()
+	r.streams.wait()
+	rep.Interrupted = ctx.Err() != nil
+	rep.setWindow(w0, w1, len(cfg.PIDs) > 0)
+	rep.setStreams(r.streams)
+	if r.pub != nil {
+		rep.setPublisher(r.pub)
+	}
+	rep.finish()
+	return rep, nil
+}
+
+// connect opens all streams and records how that went.
+func (r *run) connect(ctx context.Context, rep *Report) {
+	r.log.Info("opening streams", "streams", r.cfg.Streams, "targets", len(r.cfg.Targets),
+		"sources", len(r.cfg.Sources), "dials", r.cfg.Dials)
+	start := time.Now()
+	r.streams.open(ctx, r.cfg.Streams, r.cfg.Dials)
+	rep.ConnectSeconds = time.Since(start).Seconds()
+	rep.StreamsConnected = len(r.streams.streams)
+	rep.StreamsFailed = r.streams.failed
+	if r.streams.firstFail != nil {
+		rep.FirstConnectError = r.streams.firstFail.Error()
+	}
+	r.log.Info("streams open", "connected", rep.StreamsConnected, "failed", rep.StreamsFailed,
+		"seconds", round(rep.ConnectSeconds, 2))
+}
+
+// snapshot samples the counters and CPU times.
+func (r *run) snapshot() snapshot {
+	s := snapshot{at: time.Now(), delivered: r.streams.eventsSoFar()}
+	if r.pub != nil {
+		s.published = r.pub.published()
+	}
+	var err error
+	if s.benchCPU, err = readCPU("self"); err != nil {
+		s.cpuErr = err
+	}
+	for _, pid := range r.cfg.PIDs {
+		cpu, err := readCPU(strconv.Itoa(pid))
+		if err != nil {
+			s.cpuErr = err
+		}
+		s.serverCPU += cpu
+	}
+	return s
+}
+
+// logProgress logs publishing and delivery totals periodically until the
+// returned function is called.
+func (r *run) logProgress() (stop func()) {
+	ticker := time.NewTicker(progressEvery)
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		for {
+			select {
+			case <-done:
+				return
+			case <-ticker.C:
+				var published int64
+				if r.pub != nil {
+					published = r.pub.published()
+				}
+				r.log.Info("progress", "published", published, "delivered", r.streams.eventsSoFar())
+			}
+		}
+	}()
+	return func() {
+		ticker.Stop()
+		close(done)
+		<-ended
+	}
+}
+
+// sleep waits for d or until ctx is done, and reports whether it waited
+// the full time.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,122 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrUnavailable means the broker cannot accept or serve events right now
+// (for the distributed backend: its server is unreachable). It maps to 503.
+// Nothing that failed with it is stored or delivered later.
+var ErrUnavailable = errors.New("broker unavailable")
+
+// Position names the newest event a broker has handed to the hub. Seq 0 means
+// no event yet; ID is still a valid resume id then.
+type Position struct {
+	Seq uint64
+	ID  string
+}
+
+// Broker stores events, assigns their ids and hands every stored event to
+// the hub. Implementations live in internal/broker/...; all of them must pass
+// the shared suite in internal/broker/brokertest.
+type Broker interface {
+	// Attach sets the function the broker calls with every event stored from
+	// now on, in Seq order, each exactly once, from one goroutine at a time,
+	// and returns the position of the newest event stored before. deliver
+	// must not block. Attach is called once, by NewHub, before any Publish.
+	Attach(deliver func(*Event)) Position
+
+	// Publish validates nothing (the hub did), stores msgs in order and
+	// returns one result each. When it returns nil, every event is stored
+	// and will reach deliver; when it returns an error, none is. A message
+	// whose IdempotencyKey was seen on its topic within the broker's window
+	// stores nothing and returns the first event's id as a duplicate. Errors
+	// wrap ErrUnavailable when the backend cannot take events now.
+	Publish(ctx context.Context, msgs []Message) ([]Published, error)
+
+	// Replay calls fn, in Seq order, for every retained event on any of
+	// topics with a Seq greater than the one lastEventID names and not
+	// greater than upTo. When events after lastEventID may have existed but
+	// are not retained, or the id is malformed or from another stream, it
+	// calls fn for nothing and returns a *GapError.
+	Replay(ctx context.Context, topics []string, lastEventID string, upTo uint64, fn func(*Event) error) error
+
+	// Close releases the broker's resources. Publish and Replay fail after it.
+	Close() error
+}
+
+// Published is the outcome of publishing one message.
+type Published struct {
+	ID string
+	// Duplicate is true when an earlier publish with the same idempotency
+	// key already stored the event; nothing new was stored.
+	Duplicate bool
+}
+
+// Reasons a resume cannot be served from history, sent to the client in the
+// sse-gap event.
+const (
+	GapMalformed     = "malformed-id"   // not an id this service issues
+	GapUnknownStream = "unknown-stream" // from an earlier run or another stream
+	GapExpired       = "expired"        // older than the retained history
+	GapFuture        = "unknown-id"     // after the newest event
+)
+
+// GapError says why events after a resume id cannot be replayed.
+type GapError struct {
+	LastEventID string
+	Reason      string
+}
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("cannot resume after %q: %s", e.LastEventID, e.Reason)
+}
+
+// CloseReason says why a stream ended.
+type CloseReason string
+
+// The reasons a stream ends. All but ClosedByClient count as drops.
+const (
+	ClosedByClient  CloseReason = "client_closed"
+	DroppedSlow     CloseReason = "slow"
+	DroppedWriteErr CloseReason = "write_error"
+	DroppedShutdown CloseReason = "shutdown"
+	// ClosedUnavailable: the broker could not replay history; the client
+	// reconnects and tries again.
+	ClosedUnavailable CloseReason = "unavailable"
+)
+
+// Dropped reports whether r counts as a dropped client in metrics.
+func (r CloseReason) Dropped() bool {
+	return r == DroppedSlow || r == DroppedWriteErr || r == DroppedShutdown
+}
+
+// Metrics receives counts from the hub. Implementations must be safe for
+// concurrent use and cheap: EventsSent and Delivered run on the hot path.
+type Metrics interface {
+	StreamOpened()
+	StreamClosed(reason CloseReason, lifetime time.Duration)
+	EventsPublished(n int)
+	// EventsSent counts events written to one stream in one write, of which
+	// replayed came from history, and all bytes written (frames, heartbeats,
+	// retry fields).
+	EventsSent(events, replayed, bytes int)
+	// Delivered observes the time from publish to the write of one event.
+	Delivered(latency time.Duration)
+	HeartbeatSent()
+}
+
+// NopMetrics counts nothing. Useful in tests and benchmarks.
+type NopMetrics struct{}
+
+func (NopMetrics) StreamOpened()                         {}
+func (NopMetrics) StreamClosed(CloseReason, time.Duration) {}
+func (NopMetrics) EventsPublished(int)                   {}
+func (NopMetrics) EventsSent(int, int, int)              {}
+func (NopMetrics) Delivered(time.Duration)               {}
+func (NopMetrics) HeartbeatSent()                        {}
+
+var _ Metrics = NopMetrics{}

@@ -1,0 +1,199 @@
+// Package stream is the core of sse-service: events and their wire encoding,
+// and the Hub that fans events out to subscribers, replays history on resume
+// and drops subscribers that cannot keep up.
+//
+// The package knows nothing about HTTP or about any particular backend: a
+// Broker stores events and assigns their ids, a Conn is where a subscriber's
+// bytes go, and Metrics counts what happens. All three are passed in.
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits on names, shared by every backend and the HTTP API.
+const (
+	MaxTopicLen     = 200
+	MaxEventTypeLen = 200
+	// ReservedTypePrefix starts the event types the service itself sends
+	// (sse-gap, sse-auth-expired). Publishers may not use it, so a client can
+	// trust that an sse-gap event really comes from the service.
+	ReservedTypePrefix = "sse-"
+)
+
+// Event types sent by the service itself.
+const (
+	TypeGap = "sse-gap"
+)
+
+// ErrInvalid marks a message that can never be accepted (bad topic, type or
+// data). It maps to 400.
+var ErrInvalid = errors.New("invalid")
+
+// Message is what a publisher asks to send. The service assigns the id.
+type Message struct {
+	Topic string
+	// Type is the SSE event type; empty means the default "message".
+	Type string
+	// Data is the payload text. Line breaks (CR, LF, CRLF) become separate
+	// data: lines on the wire.
+	Data string
+	// IdempotencyKey, when not empty, makes a repeated publish with the same
+	// key on the same topic return the first event's id and store nothing.
+	IdempotencyKey string
+}
+
+// Validate reports whether m can be published, wrapping ErrInvalid.
+func (m Message) Validate() error {
+	if err := ValidateTopic(m.Topic); err != nil {
+		return err
+	}
+	return ValidateEventType(m.Type)
+}
+
+// Event is a stored message with its id. Events are immutable once created
+// and shared by every subscriber: Frame holds the final wire bytes, encoded
+// once.
+type Event struct {
+	// ID is the opaque id sent to clients; Seq orders events of one hub
+	// (one stream of the distributed backend) and is what ID encodes.
+	ID    string
+	Seq   uint64
+	Topic string
+	Type  string
+	// Published is when the broker accepted the event; delivery latency is
+	// measured from it.
+	Published time.Time
+	// Frame is the complete encoded event, ending in a blank line.
+	Frame []byte
+}
+
+// NewEvent builds an event and encodes its frame.
+func NewEvent(id string, seq uint64, m Message, published time.Time) *Event {
+	return &Event{
+		ID:        id,
+		Seq:       seq,
+		Topic:     m.Topic,
+		Type:      m.Type,
+		Published: published,
+		Frame:     AppendEvent(make([]byte, 0, EncodedLen(id, m.Type, m.Data)), id, m.Type, m.Data),
+	}
+}
+
+// ValidateTopic checks a topic name: 1-200 characters of A-Za-z0-9._~:/@-.
+func ValidateTopic(t string) error {
+	if t == "" {
+		return fmt.Errorf("%w topic: empty", ErrInvalid)
+	}
+	if len(t) > MaxTopicLen {
+		return fmt.Errorf("%w topic: longer than %d characters", ErrInvalid, MaxTopicLen)
+	}
+	for i := 0; i < len(t); i++ {
+		if !topicByte(t[i]) {
+			return fmt.Errorf("%w topic %q: character %q not allowed (allowed: A-Z a-z 0-9 . _ ~ : / @ -)", ErrInvalid, t, rune(t[i]))
+		}
+	}
+	return nil
+}
+
+func topicByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("._~:/@-", c) >= 0
+}
+
+// ValidateEventType checks an event type: empty (the default "message"), or
+// up to 200 bytes of UTF-8 with no CR, LF or NUL, not starting with "sse-".
+func ValidateEventType(t string) error {
+	switch {
+	case t == "":
+		return nil
+	case len(t) > MaxEventTypeLen:
+		return fmt.Errorf("%w event type: longer than %d bytes", ErrInvalid, MaxEventTypeLen)
+	case strings.ContainsAny(t, "\r\n\x00"):
+		return fmt.Errorf("%w event type: must not contain CR, LF or NUL", ErrInvalid)
+	case !utf8.ValidString(t):
+		return fmt.Errorf("%w event type: not valid UTF-8", ErrInvalid)
+	case strings.HasPrefix(t, ReservedTypePrefix):
+		return fmt.Errorf("%w event type %q: the prefix %q is reserved for the service", ErrInvalid, t, ReservedTypePrefix)
+	}
+	return nil
+}
+
+// EncodedLen is the exact length of AppendEvent's output.
+func EncodedLen(id, typ, data string) int {
+	n := 1 // closing blank line
+	if id != "" {
+		n += len("id: ") + len(id) + 1
+	}
+	if typ != "" && typ != "message" {
+		n += len("event: ") + len(typ) + 1
+	}
+	lines := 1
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '\n':
+			lines++
+		case '\r':
+			lines++
+			if i+1 < len(data) && data[i+1] == '\n' {
+				i++
+				n-- // the LF of CRLF is dropped
+			}
+		}
+	}
+	// Each line gets "data: " and "\n"; the line breaks themselves (one byte
+	// each after the CRLF adjustment) are replaced by those "\n".
+	return n + len(data) + lines*len("data: \n") - (lines - 1)
+}
+
+// AppendEvent appends the wire form of one event to b: an id: line (when id
+// is not empty), an event: line (omitted for "" and "message"), one data:
+// line per line of data, and a blank line. CR, LF and CRLF in data all end a
+// line, so no payload can start a new field or event.
+func AppendEvent(b []byte, id, typ, data string) []byte {
+	if id != "" {
+		b = append(b, "id: "...)
+		b = append(b, id...)
+		b = append(b, '\n')
+	}
+	if typ != "" && typ != "message" {
+		b = append(b, "event: "...)
+		b = append(b, typ...)
+		b = append(b, '\n')
+	}
+	for {
+		i := strings.IndexAny(data, "\r\n")
+		b = append(b, "data: "...)
+		if i < 0 {
+			b = append(b, data...)
+			b = append(b, '\n')
+			break
+		}
+		b = append(b, data[:i]...)
+		b = append(b, '\n')
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
+	}
+	return append(b, '\n')
+}
+
+// AppendRetry appends a retry: field telling the client how long to wait
+// before reconnecting.
+func AppendRetry(b []byte, d time.Duration) []byte {
+	b = append(b, "retry: "...)
+	b = strconv.AppendInt(b, d.Milliseconds(), 10)
+	return append(b, '\n')
+}
+
+// heartbeatFrame is the comment line sent on an idle stream.
+const heartbeatFrame = ": heartbeat\n\n"

@@ -1,0 +1,451 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrDraining is returned to new subscribers once Drain was called. It maps
+// to 503 with Retry-After.
+var ErrDraining = errors.New("draining")
+
+// Options tune the hub. Zero values are replaced by the defaults noted.
+type Options struct {
+	// ClientBuffer is how many events may wait for one subscriber before it
+	// is dropped as slow. Default 256.
+	ClientBuffer int
+	// WriteTimeout bounds each write to a subscriber. Default 10s.
+	WriteTimeout time.Duration
+	// HeartbeatInterval is the silence after which a comment is sent.
+	// Default 15s.
+	HeartbeatInterval time.Duration
+	// Retry is the reconnect delay announced in the first frame. Default 2s.
+	Retry time.Duration
+	// ReconnectJitter spreads the reconnects after a drain: each stream is
+	// told to wait a random delay below it. Default 5s.
+	ReconnectJitter time.Duration
+	// MaxWriteBytes caps how much one gathered write holds. Default 64 KiB.
+	MaxWriteBytes int
+}
+
+func (o Options) withDefaults() Options {
+	if o.ClientBuffer <= 0 {
+		o.ClientBuffer = 256
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = 15 * time.Second
+	}
+	if o.Retry <= 0 {
+		o.Retry = 2 * time.Second
+	}
+	if o.ReconnectJitter <= 0 {
+		o.ReconnectJitter = 5 * time.Second
+	}
+	if o.MaxWriteBytes <= 0 {
+		o.MaxWriteBytes = 64 << 10
+	}
+	return o
+}
+
+// Conn is where one subscriber's bytes go: an HTTP response in production.
+// SetWriteDeadline may be called from another goroutine while Write blocks;
+// a deadline in the past must make the blocked Write return.
+type Conn interface {
+	Write(p []byte) (int, error)
+	Flush() error
+	SetWriteDeadline(t time.Time) error
+}
+
+// Hub fans events out to subscribers. Create it with NewHub; it needs no
+// Close, but Drain ends every stream.
+type Hub struct {
+	broker  Broker
+	metrics Metrics
+	log     *slog.Logger
+	opts    Options
+	batches sync.Pool // *batch, for gathered writes
+
+	draining  chan struct{} // closed by Drain
+	drainOnce sync.Once
+
+	mu     sync.Mutex // guards topics and head
+	topics map[string]map[*subscriber]struct{}
+	head   Position // newest event handed to deliver
+}
+
+// NewHub attaches the hub to broker. metrics and log must not be nil.
+func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub {
+	h := &Hub{
+		broker:   broker,
+		metrics:  metrics,
+		log:      log,
+		opts:     opts.withDefaults(),
+		draining: make(chan struct{}),
+		topics:   make(map[string]map[*subscriber]struct{}),
+	}
+	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
+	h.head = broker.Attach(h.deliver)
+	return h
+}
+
+// Publish validates msgs (all or nothing), hands them to the broker and
+// returns their ids in order. Validation errors wrap ErrInvalid.
+func (h *Hub) Publish(ctx context.Context, msgs []Message) ([]string, error) {
+	for i, m := range msgs {
+		if err := m.Validate(); err != nil {
+			if len(msgs) > 1 {
+				return nil, fmt.Errorf("event %d: %w", i, err)
+			}
+			return nil, err
+		}
+	}
+	res, err := h.broker.Publish(ctx, msgs)
+	if err != nil {
+		return nil, fmt.Errorf("publish %d events: %w", len(msgs), err)
+	}
+	ids := make([]string, len(res))
+	stored := 0
+	for i, r := range res {
+		ids[i] = r.ID
+		if !r.Duplicate {
+			stored++
+		}
+	}
+	h.metrics.EventsPublished(stored)
+	return ids, nil
+}
+
+// Drain tells every open stream to reconnect after a random delay below
+// ReconnectJitter and to close; new streams end the same way at once.
+// Callers should stop accepting subscribers first (Draining reports it).
+func (h *Hub) Drain() {
+	h.drainOnce.Do(func() { close(h.draining) })
+}
+
+// Draining reports whether Drain was called.
+func (h *Hub) Draining() bool {
+	select {
+	case <-h.draining:
+		return true
+	default:
+		return false
+	}
+}
+
+// deliver is the broker's callback: it queues ev for every subscriber of its
+// topic without ever blocking, dropping those whose queue is full.
+func (h *Hub) deliver(ev *Event) {
+	h.mu.Lock()
+	h.head = Position{Seq: ev.Seq, ID: ev.ID}
+	for s := range h.topics[ev.Topic] {
+		select {
+		case s.queue <- ev:
+		default:
+			s.drop()
+		}
+	}
+	h.mu.Unlock()
+}
+
+// register adds s to its topics and returns the newest event it will not be
+// sent live: everything after it reaches s.queue.
+func (h *Hub) register(s *subscriber, topics []string) Position {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range topics {
+		set := h.topics[t]
+		if set == nil {
+			set = make(map[*subscriber]struct{})
+			h.topics[t] = set
+		}
+		set[s] = struct{}{}
+	}
+	return h.head
+}
+
+func (h *Hub) unregister(s *subscriber, topics []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range topics {
+		set := h.topics[t]
+		delete(set, s)
+		if len(set) == 0 {
+			delete(h.topics, t)
+		}
+	}
+}
+
+// subscriber is one open stream's state shared with deliver.
+type subscriber struct {
+	queue   chan *Event
+	kicked  chan struct{} // closed when dropped
+	dropped atomic.Bool
+	conn    Conn
+}
+
+// drop marks s as too slow and unblocks a write in progress. Safe to call
+// from any goroutine, any number of times.
+func (s *subscriber) drop() {
+	if s.dropped.CompareAndSwap(false, true) {
+		close(s.kicked)
+		// A deadline in the past makes a blocked Write return now instead
+		// of after WriteTimeout. An error here only means the write will
+		// end at its own deadline.
+		_ = s.conn.SetWriteDeadline(time.Unix(1, 0))
+	}
+}
+
+var errDropped = errors.New("subscriber dropped")
+
+// Subscription is what a client asked for.
+type Subscription struct {
+	Topics []string
+	// LastEventID is the id to resume after; empty means start live.
+	LastEventID string
+}
+
+// Stream serves one subscriber until the client goes away (ctx ends), it
+// is dropped, or the hub drains, and returns why it ended. The caller has
+// validated the topics and sent the response headers; Stream writes
+// everything else: the first frame, the replay, live events, heartbeats and
+// the final retry.
+func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) CloseReason {
+	start := time.Now()
+	s := &subscriber{
+		queue:  make(chan *Event, h.opts.ClientBuffer),
+		kicked: make(chan struct{}),
+		conn:   conn,
+	}
+	h.metrics.StreamOpened()
+	head := h.register(s, sub.Topics)
+	reason := h.serve(ctx, s, sub, head)
+	h.unregister(s, sub.Topics)
+	h.metrics.StreamClosed(reason, time.Since(start))
+	return reason
+}
+
+func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head Position) CloseReason {
+	w := &writer{h: h, s: s}
+	defer w.release()
+
+	b := w.pending()
+	b.buf = AppendRetry(b.buf, h.opts.Retry)
+	b.buf = append(b.buf, ": connected\n\n"...)
+	if sub.LastEventID != "" {
+		if reason, ok := h.replay(ctx, w, sub, head); !ok {
+			return reason
+		}
+	}
+	if err := w.flush(); err != nil {
+		return h.writeFailed(ctx, s, err)
+	}
+
+	heartbeat := time.NewTimer(h.opts.HeartbeatInterval)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ClosedByClient
+		case <-s.kicked:
+			return DroppedSlow
+		case <-h.draining:
+			b := w.pending()
+			b.buf = AppendRetry(b.buf, rand.N(h.opts.ReconnectJitter)+time.Millisecond)
+			b.buf = append(b.buf, '\n')
+			if err := w.flush(); err != nil {
+				return h.writeFailed(ctx, s, err)
+			}
+			return DroppedShutdown
+		case <-heartbeat.C:
+			w.append(heartbeatFrame)
+			if err := w.flush(); err != nil {
+				return h.writeFailed(ctx, s, err)
+			}
+			h.metrics.HeartbeatSent()
+		case ev := <-s.queue:
+			if err := w.writeLive(ev); err != nil {
+				return h.writeFailed(ctx, s, err)
+			}
+		}
+		heartbeat.Reset(h.opts.HeartbeatInterval)
+	}
+}
+
+// replay writes the first frame and the retained events after
+// sub.LastEventID up to head, or an sse-gap event when they cannot be
+// replayed. ok is false when the stream must end with reason.
+func (h *Hub) replay(ctx context.Context, w *writer, sub Subscription, head Position) (reason CloseReason, ok bool) {
+	err := h.broker.Replay(ctx, sub.Topics, sub.LastEventID, head.Seq, w.appendReplayed)
+	var gap *GapError
+	switch {
+	case err == nil:
+		return "", true
+	case errors.As(err, &gap):
+		b := w.pending()
+		b.buf = appendGap(b.buf, head.ID, gap)
+		return "", true
+	case ctx.Err() != nil:
+		return ClosedByClient, false
+	case errors.Is(err, ErrUnavailable):
+		h.log.Warn("replay unavailable", "err", err)
+		return ClosedUnavailable, false
+	default:
+		return h.writeFailed(ctx, w.s, err), false
+	}
+}
+
+// appendGap appends the sse-gap event. Its id is the newest event's, so a
+// client that reconnects later resumes from here instead of hitting the
+// same gap again.
+func appendGap(b []byte, id string, gap *GapError) []byte {
+	data, _ := json.Marshal(struct {
+		LastEventID string `json:"lastEventId"`
+		Reason      string `json:"reason"`
+	}{gap.LastEventID, gap.Reason}) // cannot fail: two strings
+	return AppendEvent(b, id, TypeGap, string(data))
+}
+
+func (h *Hub) writeFailed(ctx context.Context, s *subscriber, err error) CloseReason {
+	switch {
+	case s.dropped.Load():
+		return DroppedSlow
+	case ctx.Err() != nil:
+		return ClosedByClient
+	}
+	h.log.Debug("stream write failed", "err", err)
+	return DroppedWriteErr
+}
+
+// writer sends frames to one subscriber. Frames are gathered in a pooled
+// batch and written with one Write and one Flush, under a fresh deadline each
+// time; an idle stream holds no buffer.
+type writer struct {
+	h *Hub
+	s *subscriber
+	b *batch // nil unless frames are pending
+}
+
+// batch is a pooled write buffer.
+type batch struct {
+	buf       []byte
+	published []int64 // publish times (Unix ns) of the live events in buf
+	replayed  int     // events in buf that came from history
+}
+
+// pending returns the batch to append to, taking one from the pool.
+func (w *writer) pending() *batch {
+	if w.b == nil {
+		w.b = w.h.batches.Get().(*batch)
+	}
+	return w.b
+}
+
+// release returns a batch that was not flushed.
+func (w *writer) release() {
+	if w.b != nil {
+		w.h.putBatch(w.b)
+		w.b = nil
+	}
+}
+
+func (h *Hub) putBatch(b *batch) {
+	b.buf, b.published, b.replayed = b.buf[:0], b.published[:0], 0
+	h.batches.Put(b)
+}
+
+func (w *writer) append(p string) {
+	b := w.pending()
+	b.buf = append(b.buf, p...)
+}
+
+// appendReplayed adds a replayed event, flushing first when the batch is full.
+func (w *writer) appendReplayed(ev *Event) error {
+	if w.b != nil && len(w.b.buf)+len(ev.Frame) > w.h.opts.MaxWriteBytes {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	b := w.pending()
+	b.buf = append(b.buf, ev.Frame...)
+	b.replayed++
+	return nil
+}
+
+// writeLive writes ev and everything else already queued, up to
+// MaxWriteBytes, in one write.
+func (w *writer) writeLive(ev *Event) error {
+	if w.b == nil && len(w.s.queue) == 0 {
+		// The common case of a single event: its shared frame is written
+		// as is, with no copy.
+		if err := w.send(ev.Frame); err != nil {
+			return err
+		}
+		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
+		w.h.metrics.Delivered(time.Since(ev.Published))
+		return nil
+	}
+	b := w.pending()
+	for {
+		b.buf = append(b.buf, ev.Frame...)
+		b.published = append(b.published, ev.Published.UnixNano())
+		if len(b.buf) >= w.h.opts.MaxWriteBytes {
+			break
+		}
+		select {
+		case ev = <-w.s.queue:
+			continue
+		default:
+		}
+		break
+	}
+	return w.flush()
+}
+
+// flush writes the pending batch, if any, and returns it to the pool.
+func (w *writer) flush() error {
+	b := w.b
+	if b == nil {
+		return nil
+	}
+	w.b = nil
+	defer w.h.putBatch(b)
+	if err := w.send(b.buf); err != nil {
+		return err
+	}
+	w.h.metrics.EventsSent(len(b.published)+b.replayed, b.replayed, len(b.buf))
+	if len(b.published) > 0 {
+		now := time.Now().UnixNano()
+		for _, p := range b.published {
+			w.h.metrics.Delivered(time.Duration(now - p))
+		}
+	}
+	return nil
+}
+
+func (w *writer) send(p []byte) error {
+	if err := w.s.conn.SetWriteDeadline(time.Now().Add(w.h.opts.WriteTimeout)); err != nil {
+		return fmt.Errorf("set write deadline: %w", err)
+	}
+	// Checked after setting the deadline: drop marks first and sets its own
+	// deadline after, so a drop racing with this write still cuts it short.
+	if w.s.dropped.Load() {
+		return errDropped
+	}
+	if _, err := w.s.conn.Write(p); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := w.s.conn.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}

@@ -220,4 +220,3 @@ func publishTokens(cfg config.Config, log *slog.Logger) ([]string, error) {
 	log.Warn("no SSE_PUBLISH_TOKENS set: generated a publish token for this run", "token", tok)
 	return []string{tok}, nil
 }
-

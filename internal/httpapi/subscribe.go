@@ -129,6 +129,6 @@ type responseConn struct {
 	rc *http.ResponseController
 }
 
-func (c responseConn) Write(p []byte) (int, error)          { return c.w.Write(p) }
-func (c responseConn) Flush() error                         { return c.rc.Flush() }
-func (c responseConn) SetWriteDeadline(t time.Time) error   { return c.rc.SetWriteDeadline(t) }
+func (c responseConn) Write(p []byte) (int, error)        { return c.w.Write(p) }
+func (c responseConn) Flush() error                       { return c.rc.Flush() }
+func (c responseConn) SetWriteDeadline(t time.Time) error { return c.rc.SetWriteDeadline(t) }

@@ -112,11 +112,11 @@ type Metrics interface {
 // NopMetrics counts nothing. Useful in tests and benchmarks.
 type NopMetrics struct{}
 
-func (NopMetrics) StreamOpened()                         {}
+func (NopMetrics) StreamOpened()                           {}
 func (NopMetrics) StreamClosed(CloseReason, time.Duration) {}
-func (NopMetrics) EventsPublished(int)                   {}
-func (NopMetrics) EventsSent(int, int, int)              {}
-func (NopMetrics) Delivered(time.Duration)               {}
-func (NopMetrics) HeartbeatSent()                        {}
+func (NopMetrics) EventsPublished(int)                     {}
+func (NopMetrics) EventsSent(int, int, int)                {}
+func (NopMetrics) Delivered(time.Duration)                 {}
+func (NopMetrics) HeartbeatSent()                          {}
 
 var _ Metrics = NopMetrics{}

@@ -6,6 +6,20 @@ import (
 	"time"
 )
 
+// LatencySink collects the latencies measured by the parsers of one
+// goroutine (it is not safe for concurrent use).
+type LatencySink struct {
+	// RecordFrom: only events published at or after this time (Unix
+	// nanoseconds) have their latency recorded.
+	RecordFrom int64
+	Histogram
+}
+
+// NewLatencySink returns a sink that records every event.
+func NewLatencySink() *LatencySink {
+	return &LatencySink{RecordFrom: math.MinInt64}
+}
+
 // headSize is how much of a line the parser keeps when the line is split
 // across reads. Only the start of a line matters: the field name and the
 // payload header (6+MinPayloadSize bytes); the rest is skipped.
@@ -47,18 +61,14 @@ func (s *StreamStats) Add(o StreamStats) {
 // SSE spec also allows, is not treated as a line end).
 //
 // For every event it checks the sequence number against the event's lane and
-// records the latency from the publish timestamp to the time of the read
-// that completed the event. The zero value is not ready: use NewParser.
+// records into its sink the latency from the publish timestamp to the time
+// of the read that completed the event. The zero value is not ready: use
+// NewParser.
 type Parser struct {
-	// RecordFrom: only events published at or after this time (Unix
-	// nanoseconds) have their latency recorded. Sequence checks and counts
-	// cover all events.
-	RecordFrom int64
+	Stats StreamStats
 
-	Stats   StreamStats
-	Latency Histogram
-
-	lanes [MaxLanes]seqTracker
+	latency *LatencySink
+	lanes   [MaxLanes]seqTracker
 
 	// the line split across reads so far
 	partial     [headSize]byte
@@ -73,9 +83,10 @@ type Parser struct {
 	cur     payload
 }
 
-// NewParser returns a parser that records the latency of every event.
-func NewParser() *Parser {
-	return &Parser{RecordFrom: math.MinInt64}
+// NewParser returns a parser that records latencies into sink; with a nil
+// sink it records none.
+func NewParser(sink *LatencySink) *Parser {
+	return &Parser{latency: sink}
 }
 
 // Feed parses the next chunk of the body, read at now (Unix nanoseconds).
@@ -176,8 +187,8 @@ func (p *Parser) dispatch(now int64) {
 		if dup {
 			p.Stats.Duplicates++
 		}
-		if p.cur.ts >= p.RecordFrom {
-			p.Latency.Record(time.Duration(now - p.cur.ts))
+		if p.latency != nil && p.cur.ts >= p.latency.RecordFrom {
+			p.latency.Record(time.Duration(now - p.cur.ts))
 		}
 	case p.isGap:
 		p.Stats.Foreign++

@@ -160,14 +160,10 @@ func perDelivery(cpu time.Duration, deliveries int64) float64 {
 }
 
 // setStreams adds up what the streams received. Call it after they ended.
-func (r *Report) setStreams(s *streamSet) {
-	var (
-		stats StreamStats
-		hist  Histogram
-	)
-	for _, st := range s.streams {
+func (r *Report) setStreams(streams []*stream, latency *Histogram) {
+	var stats StreamStats
+	for _, st := range streams {
 		stats.Add(st.parser.Stats)
-		hist.Merge(&st.parser.Latency)
 		if st.dropErr != nil {
 			if r.StreamsDropped == 0 {
 				r.FirstDropError = st.dropErr.Error()
@@ -183,11 +179,11 @@ func (r *Report) setStreams(s *streamSet) {
 	r.Heartbeats = stats.Heartbeats
 	r.Bytes = stats.Bytes
 	r.Latency = LatencyReport{
-		Samples: hist.Count(),
-		P50Ms:   ms(hist.Quantile(0.50)),
-		P90Ms:   ms(hist.Quantile(0.90)),
-		P99Ms:   ms(hist.Quantile(0.99)),
-		MaxMs:   ms(hist.Max()),
+		Samples: latency.Count(),
+		P50Ms:   ms(latency.Quantile(0.50)),
+		P90Ms:   ms(latency.Quantile(0.90)),
+		P99Ms:   ms(latency.Quantile(0.99)),
+		MaxMs:   ms(latency.Max()),
 	}
 }
 
@@ -254,9 +250,13 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.FirstDropError != "" {
 		line("", "first early end: %s", r.FirstDropError)
 	}
-	line("publishing", "%d events accepted in %d requests; target %g/s, %.1f/s in window; batch %d, %d B payload, %d publishers",
-		r.Published, r.PublishRequests, r.TargetRate, r.PublishRate, r.Batch, r.PayloadBytes, r.Publishers)
-	line("", "errors: %s; %d events skipped (publishers behind schedule)", formatErrors(r.PublishErrors), r.SkippedEvents)
+	if r.TargetRate == 0 {
+		line("publishing", "off (rate 0)")
+	} else {
+		line("publishing", "%d events accepted in %d requests; target %g/s, %.1f/s in window; batch %d, %d B payload, %d publishers",
+			r.Published, r.PublishRequests, r.TargetRate, r.PublishRate, r.Batch, r.PayloadBytes, r.Publishers)
+		line("", "errors: %s; %d events skipped (publishers behind schedule)", formatErrors(r.PublishErrors), r.SkippedEvents)
+	}
 	if r.FirstPublishError != "" {
 		line("", "first publish error: %s", r.FirstPublishError)
 	}
@@ -265,10 +265,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	line("", "%d in the %.1fs window = %.0f deliveries/s", r.DeliveriesInWindow, r.WindowSeconds, r.DeliveriesPerSecond)
 	line("order", "%d gaps, %d duplicates; %d other events (%d sse-gap notices), %d heartbeats, %.1f MiB read",
 		r.Gaps, r.Duplicates, r.ForeignEvents, r.GapNotices, r.Heartbeats, float64(r.Bytes)/(1<<20))
-	line("latency", "p50 %s  p90 %s  p99 %s  max %s  (%d samples)",
-		fmtMs(r.Latency.P50Ms), fmtMs(r.Latency.P90Ms), fmtMs(r.Latency.P99Ms), fmtMs(r.Latency.MaxMs), r.Latency.Samples)
-	line("", "publish timestamp → read that completed the event; one clock read per read,")
-	line("", "so events arriving in one read share its time")
+	if r.Latency.Samples == 0 {
+		line("latency", "no samples")
+	} else {
+		line("latency", "p50 %s  p90 %s  p99 %s  max %s  (%d samples)",
+			fmtMs(r.Latency.P50Ms), fmtMs(r.Latency.P90Ms), fmtMs(r.Latency.P99Ms), fmtMs(r.Latency.MaxMs), r.Latency.Samples)
+		line("", "from the publish timestamp (taken before the request) to the read that")
+		line("", "completed the event: one clock read per read, so events that arrive in")
+		line("", "one read share its time; bench queueing is included")
+	}
 	if s := r.Server; s != nil {
 		line("server", "pid %v: RSS %.1f MiB before streams, %.1f MiB with them (settled) = %.1f KiB/stream",
 			s.PIDs, float64(s.RSSBeforeKiB)/1024, float64(s.RSSAfterKiB)/1024, s.RSSPerStreamKiB)

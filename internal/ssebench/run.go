@@ -46,8 +46,8 @@ type Config struct {
 
 	// PIDs are the server processes whose memory and CPU are sampled.
 	PIDs []int
-	// ReadBuffer is the size of each stream's read buffer.
-	ReadBuffer int
+	// Pollers is the number of goroutines reading the streams.
+	Pollers int
 
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
@@ -76,8 +76,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("publishers must be 1 to %d", MaxLanes)
 	case c.Settle < 0 || c.Warmup < 0 || c.Duration <= 0 || c.Drain < 0:
 		return errors.New("duration must be positive and warmup, drain and settle not negative")
-	case c.ReadBuffer < 512:
-		return errors.New("read buffer must be at least 512 bytes")
+	case c.Pollers < 1:
+		return errors.New("pollers must be at least 1")
 	}
 	return nil
 }
@@ -125,54 +125,62 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 
-	closeCtx, closeStreams := context.WithCancel(context.Background())
-	defer closeStreams()
 	r.recordFrom.Store(math.MaxInt64)
+	pollers, err := startPollers(cfg.Pollers, &r.recordFrom)
+	if err != nil {
+		return nil, err
+	}
+	defer pollers.close()
 	r.streams = &streamSet{
-		targets:    cfg.Targets,
-		sources:    cfg.Sources,
-		topic:      cfg.Topic,
-		readBuffer: cfg.ReadBuffer,
-		recordFrom: &r.recordFrom,
-		closeCtx:   closeCtx,
+		targets: cfg.Targets,
+		sources: cfg.Sources,
+		topic:   cfg.Topic,
+		pollers: pollers,
 	}
 	r.connect(ctx, rep)
-
 	if sleep(ctx, cfg.Settle) && len(cfg.PIDs) > 0 {
 		after, err := readProcs(cfg.PIDs)
 		rep.setServerMemory(before, after, err)
 	}
+	w0, w1 := r.load(ctx)
 
-	paceCtx, stopPacing := context.WithCancel(ctx)
-	defer stopPacing()
-	if cfg.Rate > 0 {
-		r.pub = newPublisher(cfg.Targets, cfg.Token, cfg.Topic, cfg.Batch, cfg.Size, cfg.Publishers)
-		r.pub.start(paceCtx, ctx, cfg.Rate)
-		r.log.Info("publishing", "rate", cfg.Rate, "batch", cfg.Batch, "warmup", cfg.Warmup, "duration", cfg.Duration)
-	}
-	stopProgress := r.logProgress()
-	sleep(ctx, cfg.Warmup)
-	w0 := r.snapshot()
-	r.recordFrom.Store(w0.at.UnixNano())
-	sleep(ctx, cfg.Duration)
-	w1 := r.snapshot()
-	stopPacing()
-	if r.pub != nil {
-		r.pub.wait()
-	}
-	sleep(ctx, cfg.Drain)
-	stopProgress()
-
-	closeStreams()
-	r.streams.wait()
+	streams, latency := pollers.close()
 	rep.Interrupted = ctx.Err() != nil
 	rep.setWindow(w0, w1, len(cfg.PIDs) > 0)
-	rep.setStreams(r.streams)
+	rep.setStreams(streams, latency)
 	if r.pub != nil {
 		rep.setPublisher(r.pub)
 	}
 	rep.finish()
 	return rep, nil
+}
+
+// load publishes through the warmup and the measurement window, then waits
+// for the drain, and returns snapshots of the window's start and end.
+func (r *run) load(ctx context.Context) (start, end snapshot) {
+	paceCtx, stopPacing := context.WithCancel(ctx)
+	defer stopPacing()
+	if r.cfg.Rate > 0 {
+		r.pub = newPublisher(r.cfg.Targets, r.cfg.Token, r.cfg.Topic, r.cfg.Batch, r.cfg.Size, r.cfg.Publishers)
+		r.pub.start(paceCtx, ctx, r.cfg.Rate)
+		r.log.Info("publishing", "rate", r.cfg.Rate, "batch", r.cfg.Batch,
+			"warmup", r.cfg.Warmup, "duration", r.cfg.Duration)
+	}
+	stopProgress := r.logProgress()
+	defer stopProgress()
+
+	sleep(ctx, r.cfg.Warmup)
+	start = r.snapshot()
+	r.recordFrom.Store(start.at.UnixNano())
+	sleep(ctx, r.cfg.Duration)
+	end = r.snapshot()
+
+	stopPacing()
+	if r.pub != nil {
+		r.pub.wait()
+	}
+	sleep(ctx, r.cfg.Drain)
+	return start, end
 }
 
 // connect opens all streams and records how that went.
@@ -182,7 +190,7 @@ func (r *run) connect(ctx context.Context, rep *Report) {
 	start := time.Now()
 	r.streams.open(ctx, r.cfg.Streams, r.cfg.Dials)
 	rep.ConnectSeconds = time.Since(start).Seconds()
-	rep.StreamsConnected = len(r.streams.streams)
+	rep.StreamsConnected = r.streams.connected
 	rep.StreamsFailed = r.streams.failed
 	if r.streams.firstFail != nil {
 		rep.FirstConnectError = r.streams.firstFail.Error()
@@ -193,7 +201,7 @@ func (r *run) connect(ctx context.Context, rep *Report) {
 
 // snapshot samples the counters and CPU times.
 func (r *run) snapshot() snapshot {
-	s := snapshot{at: time.Now(), delivered: r.streams.eventsSoFar()}
+	s := snapshot{at: time.Now(), delivered: r.streams.pollers.delivered()}
 	if r.pub != nil {
 		s.published = r.pub.published()
 	}
@@ -228,7 +236,7 @@ func (r *run) logProgress() (stop func()) {
 				if r.pub != nil {
 					published = r.pub.published()
 				}
-				r.log.Info("progress", "published", published, "delivered", r.streams.eventsSoFar())
+				r.log.Info("progress", "published", published, "delivered", r.streams.pollers.delivered())
 			}
 		}
 	}()

@@ -3,54 +3,44 @@ package ssebench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net"
 	"net/http"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // connectTimeout bounds dialing a stream and reading its response header.
 const connectTimeout = 10 * time.Second
 
-// stream is one SSE subscription. Its reader goroutine owns parser; the
-// atomic events counter mirrors parser.Stats.Events once per read, so the
-// run can take window snapshots without touching the parser.
+// stream is one SSE subscription once its response header has been read.
+// From then on it belongs to one poller, which reads and parses it.
 type stream struct {
+	fd     int // our own descriptor of the socket; -1 once closed
+	body   chunkDecoder
 	parser *Parser
-	events atomic.Int64
-	// dropErr is why the stream ended before the run closed it; set by the
-	// reader goroutine before it exits.
+	// dropErr is why the stream ended before the run closed it.
 	dropErr error
 }
 
-// streamSet opens and reads all streams of a run.
+// streamSet opens all streams of a run and hands them to the pollers.
 type streamSet struct {
-	targets    []Target
-	sources    []net.IP
-	topic      string
-	readBuffer int
-	// recordFrom is read once per chunk into each parser's RecordFrom.
-	recordFrom *atomic.Int64
-
-	// closeCtx ends every stream when cancelled.
-	closeCtx context.Context
-	readers  sync.WaitGroup
+	targets []Target
+	sources []net.IP
+	topic   string
+	pollers *pollerGroup
 
 	mu        sync.Mutex
-	streams   []*stream
+	connected int
 	failed    int
 	firstFail error
 }
 
 // open dials n streams with at most dials connects in flight and returns
 // when every attempt has succeeded or failed (or ctx is done). Connected
-// streams keep reading until closeCtx is cancelled.
+// streams are read by the pollers until they are closed.
 func (s *streamSet) open(ctx context.Context, n, dials int) {
 	requests := make([][]byte, len(s.targets))
 	for i, t := range s.targets {
@@ -66,35 +56,18 @@ func (s *streamSet) open(ctx context.Context, n, dials int) {
 			pending.Wait()
 			return
 		}
-		pending.Add(1)
-		go func() {
-			st, conn, body := s.connect(ctx, i, requests)
-			<-sem
-			pending.Done()
-			if st != nil {
-				s.read(st, conn, body) // runs until the stream ends
+		pending.Go(func() {
+			defer func() { <-sem }()
+			if err := s.connect(ctx, i, requests); err != nil {
+				s.fail(1, err)
+				return
 			}
-		}()
+			s.mu.Lock()
+			s.connected++
+			s.mu.Unlock()
+		})
 	}
 	pending.Wait()
-}
-
-// connect opens the i-th stream and registers it, or records the failure.
-// Either is done before it returns, so that counts are final once every
-// connect has returned.
-func (s *streamSet) connect(ctx context.Context, i int, requests [][]byte) (*stream, net.Conn, io.Reader) {
-	t := i % len(s.targets)
-	conn, body, err := s.dial(ctx, s.targets[t], s.source(i, s.targets[t]), requests[t])
-	if err != nil {
-		s.fail(1, err)
-		return nil, nil, nil
-	}
-	st := &stream{parser: NewParser()}
-	s.readers.Add(1)
-	s.mu.Lock()
-	s.streams = append(s.streams, st)
-	s.mu.Unlock()
-	return st, conn, body
 }
 
 // fail records n streams that could not be opened.
@@ -105,6 +78,42 @@ func (s *streamSet) fail(n int, err error) {
 	if s.firstFail == nil {
 		s.firstFail = err
 	}
+}
+
+// connect opens the i-th stream and hands it to a poller.
+//
+// Dialing and the HTTP exchange use net and net/http. Then the socket is
+// duplicated and the net.Conn closed, so that from then on the socket is
+// only in a poller's epoll set: one read per readiness, no goroutine per
+// stream, no read that only returns EAGAIN (see poller_linux.go).
+func (s *streamSet) connect(ctx context.Context, i int, requests [][]byte) error {
+	t := s.targets[i%len(s.targets)]
+	d := net.Dialer{LocalAddr: s.source(i, t), Timeout: connectTimeout}
+	conn, err := d.DialContext(ctx, "tcp", t.Addr.String())
+	if err != nil {
+		return err // names both addresses already
+	}
+	defer conn.Close()
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := subscribe(ctx, conn, br, requests[i%len(requests)])
+	if err != nil {
+		return fmt.Errorf("subscribe on %s from %s: %w", t.Base, conn.LocalAddr(), err)
+	}
+	// The body bytes read along with the header (at least the preamble).
+	early, _ := br.Peek(br.Buffered())
+	fd, err := dupSocket(conn.(*net.TCPConn))
+	if err != nil {
+		return fmt.Errorf("stream from %s: %w", conn.LocalAddr(), err)
+	}
+	st := &stream{
+		fd:   fd,
+		body: chunkDecoder{chunked: len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"},
+	}
+	if err := s.pollers.add(st, early); err != nil {
+		closeFD(fd)
+		return fmt.Errorf("stream from %s: %w", conn.LocalAddr(), err)
+	}
+	return nil
 }
 
 // source returns the local address for the i-th stream to t, or nil to
@@ -131,27 +140,9 @@ func subscribeRequest(t Target, topic string) []byte {
 		t.Path, url.QueryEscape(topic), t.Host)
 }
 
-// dial connects one stream and reads its response header. It uses a raw
-// connection rather than http.Client: one goroutine and one small bufio
-// buffer per stream instead of a Transport's three goroutines and two
-// buffers, while net/http still parses the response and de-chunks the body.
-func (s *streamSet) dial(ctx context.Context, t Target, local *net.TCPAddr, request []byte) (net.Conn, io.ReadCloser, error) {
-	d := net.Dialer{LocalAddr: local, Timeout: connectTimeout}
-	conn, err := d.DialContext(ctx, "tcp", t.Addr.String())
-	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s: %w", t.Addr, err)
-	}
-	resp, err := subscribe(ctx, conn, request)
-	if err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("subscribe on %s from %s: %w", t.Base, conn.LocalAddr(), err)
-	}
-	return conn, resp.Body, nil
-}
-
-// subscribe sends request on conn and checks the response is an event
-// stream.
-func subscribe(ctx context.Context, conn net.Conn, request []byte) (*http.Response, error) {
+// subscribe sends request on conn and checks that the response, read
+// through br, is an event stream.
+func subscribe(ctx context.Context, conn net.Conn, br *bufio.Reader, request []byte) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	if err := conn.SetDeadline(time.Now().Add(connectTimeout)); err != nil {
@@ -160,64 +151,19 @@ func subscribe(ctx context.Context, conn net.Conn, request []byte) (*http.Respon
 	if _, err := conn.Write(request); err != nil {
 		return nil, fmt.Errorf("send request: %w", err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 4096), nil)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read response: %w", err)
 	}
+	// The body is never read through resp; the caller takes the socket.
 	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
 		return nil, fmt.Errorf("status %s", resp.Status)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		resp.Body.Close()
 		return nil, fmt.Errorf("content type %q, want text/event-stream", resp.Header.Get("Content-Type"))
 	}
 	if !stop() {
 		return nil, ctx.Err()
 	}
-	return resp, conn.SetDeadline(time.Time{})
-}
-
-// read parses the body until the stream ends: closed by the run through
-// closeCtx, or dropped (server closed it, network error). connect has
-// counted it in s.readers.
-func (s *streamSet) read(st *stream, conn net.Conn, body io.Reader) {
-	defer s.readers.Done()
-	stop := context.AfterFunc(s.closeCtx, func() { conn.Close() })
-	defer stop()
-	defer conn.Close()
-
-	buf := make([]byte, s.readBuffer)
-	p := st.parser
-	for {
-		n, err := body.Read(buf)
-		if n > 0 {
-			p.RecordFrom = s.recordFrom.Load()
-			p.Feed(buf[:n], time.Now().UnixNano())
-			st.events.Store(p.Stats.Events)
-		}
-		if err != nil {
-			if s.closeCtx.Err() == nil {
-				if errors.Is(err, io.EOF) {
-					err = errors.New("server ended the stream")
-				}
-				st.dropErr = err
-			}
-			return
-		}
-	}
-}
-
-// wait waits for every reader to end; call it after cancelling closeCtx.
-func (s *streamSet) wait() { s.readers.Wait() }
-
-// eventsSoFar sums the events received by all streams until now.
-func (s *streamSet) eventsSoFar() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var sum int64
-	for _, st := range s.streams {
-		sum += st.events.Load()
-	}
-	return sum
+	return resp, nil
 }

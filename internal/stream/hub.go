@@ -75,23 +75,20 @@ type Hub struct {
 	opts    Options
 	batches sync.Pool // *batch, for gathered writes
 
-	draining  chan struct{} // closed by Drain
-	drainOnce sync.Once
-
-	mu     sync.Mutex // guards topics and head
-	topics map[string]map[*subscriber]struct{}
-	head   Position // newest event handed to deliver
+	mu       sync.Mutex // guards topics, head and draining
+	topics   map[string]map[*subscriber]struct{}
+	head     Position // newest event handed to deliver
+	draining bool
 }
 
 // NewHub attaches the hub to broker. metrics and log must not be nil.
 func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub {
 	h := &Hub{
-		broker:   broker,
-		metrics:  metrics,
-		log:      log,
-		opts:     opts.withDefaults(),
-		draining: make(chan struct{}),
-		topics:   make(map[string]map[*subscriber]struct{}),
+		broker:  broker,
+		metrics: metrics,
+		log:     log,
+		opts:    opts.withDefaults(),
+		topics:  make(map[string]map[*subscriber]struct{}),
 	}
 	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
 	h.head = broker.Attach(h.deliver)
@@ -129,17 +126,21 @@ func (h *Hub) Publish(ctx context.Context, msgs []Message) ([]string, error) {
 // ReconnectJitter and to close; new streams end the same way at once.
 // Callers should stop accepting subscribers first (Draining reports it).
 func (h *Hub) Drain() {
-	h.drainOnce.Do(func() { close(h.draining) })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.draining = true
+	for _, set := range h.topics {
+		for s := range set {
+			s.stop(stopShutdown)
+		}
+	}
 }
 
 // Draining reports whether Drain was called.
 func (h *Hub) Draining() bool {
-	select {
-	case <-h.draining:
-		return true
-	default:
-		return false
-	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.draining
 }
 
 // deliver is the broker's callback: it queues ev for every subscriber of its
@@ -151,7 +152,7 @@ func (h *Hub) deliver(ev *Event) {
 		select {
 		case s.queue <- ev:
 		default:
-			s.drop()
+			s.stop(stopSlow)
 		}
 	}
 	h.mu.Unlock()
@@ -162,6 +163,9 @@ func (h *Hub) deliver(ev *Event) {
 func (h *Hub) register(s *subscriber, topics []string) Position {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.draining {
+		s.stop(stopShutdown)
+	}
 	for _, t := range topics {
 		set := h.topics[t]
 		if set == nil {
@@ -185,25 +189,39 @@ func (h *Hub) unregister(s *subscriber, topics []string) {
 	}
 }
 
-// subscriber is one open stream's state shared with deliver.
+// subscriber is one open stream's state shared with deliver and Drain.
+// Its select waits on its own channels only: a channel shared by every
+// stream (say, one closed on drain) would put all of them on one lock.
 type subscriber struct {
 	queue   chan *Event
-	kicked  chan struct{} // closed when dropped
-	dropped atomic.Bool
+	stopped chan struct{} // closed by stop
+	why     atomic.Int32  // a stop reason, set once before stopped closes
 	conn    Conn
 }
 
-// drop marks s as too slow and unblocks a write in progress. Safe to call
-// from any goroutine, any number of times.
-func (s *subscriber) drop() {
-	if s.dropped.CompareAndSwap(false, true) {
-		close(s.kicked)
+// Why a subscriber was stopped from outside its goroutine.
+const (
+	stopNone int32 = iota
+	stopSlow
+	stopShutdown
+)
+
+// stop ends the stream for why; the first call wins. Safe to call from any
+// goroutine, any number of times.
+func (s *subscriber) stop(why int32) {
+	if !s.why.CompareAndSwap(stopNone, why) {
+		return
+	}
+	close(s.stopped)
+	if why == stopSlow {
 		// A deadline in the past makes a blocked Write return now instead
 		// of after WriteTimeout. An error here only means the write will
 		// end at its own deadline.
 		_ = s.conn.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
+
+func (s *subscriber) dropped() bool { return s.why.Load() == stopSlow }
 
 var errDropped = errors.New("subscriber dropped")
 
@@ -222,9 +240,9 @@ type Subscription struct {
 func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) CloseReason {
 	start := time.Now()
 	s := &subscriber{
-		queue:  make(chan *Event, h.opts.ClientBuffer),
-		kicked: make(chan struct{}),
-		conn:   conn,
+		queue:   make(chan *Event, h.opts.ClientBuffer),
+		stopped: make(chan struct{}),
+		conn:    conn,
 	}
 	h.metrics.StreamOpened()
 	head := h.register(s, sub.Topics)
@@ -256,9 +274,10 @@ func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head P
 		select {
 		case <-ctx.Done():
 			return ClosedByClient
-		case <-s.kicked:
-			return DroppedSlow
-		case <-h.draining:
+		case <-s.stopped:
+			if s.dropped() {
+				return DroppedSlow
+			}
 			b := w.pending()
 			b.buf = AppendRetry(b.buf, rand.N(h.opts.ReconnectJitter)+time.Millisecond)
 			b.buf = append(b.buf, '\n')
@@ -317,7 +336,7 @@ func appendGap(b []byte, id string, gap *GapError) []byte {
 
 func (h *Hub) writeFailed(ctx context.Context, s *subscriber, err error) CloseReason {
 	switch {
-	case s.dropped.Load():
+	case s.dropped():
 		return DroppedSlow
 	case ctx.Err() != nil:
 		return ClosedByClient
@@ -438,7 +457,7 @@ func (w *writer) send(p []byte) error {
 	}
 	// Checked after setting the deadline: drop marks first and sets its own
 	// deadline after, so a drop racing with this write still cuts it short.
-	if w.s.dropped.Load() {
+	if w.s.dropped() {
 		return errDropped
 	}
 	if _, err := w.s.conn.Write(p); err != nil {

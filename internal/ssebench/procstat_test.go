@@ -1,0 +1,39 @@
+package ssebench
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestParseVmRSS(t *testing.T) {
+	status := "Name:\tsse-service\nVmPeak:\t  999 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1 kB\n"
+	if got, err := parseVmRSS([]byte(status)); err != nil || got != 12345 {
+		t.Errorf("parseVmRSS = %d, %v; want 12345", got, err)
+	}
+	if _, err := parseVmRSS([]byte("Name:\tkthreadd\n")); err == nil {
+		t.Error("missing VmRSS accepted")
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	stat := "4242 (sse (svc) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 8 0 1000 123456 789 18446744073709551615\n"
+	got, err := parseStatCPU([]byte(stat))
+	if want := 3250 * time.Millisecond; err != nil || got != want {
+		t.Errorf("parseStatCPU = %v, %v; want %v", got, err, want)
+	}
+	if _, err := parseStatCPU([]byte("4242 (x) S 1 2")); err == nil {
+		t.Error("short stat accepted")
+	}
+}
+
+func TestReadProcSelf(t *testing.T) {
+	s, err := readProcs([]int{os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.rssKiB <= 0 {
+		t.Errorf("own RSS = %d KiB", s.rssKiB)
+	}
+}

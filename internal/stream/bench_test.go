@@ -1,0 +1,88 @@
+package stream_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sse-service/sse-service/internal/stream"
+)
+
+// feedBroker hands the benchmark the hub's deliver function, so fan-out is
+// measured without any broker work.
+type feedBroker struct{ deliver func(*stream.Event) }
+
+func (b *feedBroker) Attach(d func(*stream.Event)) stream.Position {
+	b.deliver = d
+	return stream.Position{ID: "bench-0"}
+}
+func (*feedBroker) Publish(context.Context, []stream.Message) ([]stream.Published, error) {
+	return nil, nil
+}
+func (*feedBroker) Replay(context.Context, []string, string, uint64, func(*stream.Event) error) error {
+	return nil
+}
+func (*feedBroker) Close() error { return nil }
+
+// countConn discards bytes and counts writes and bytes.
+type countConn struct{ writes, bytes *atomic.Int64 }
+
+func (c countConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	c.bytes.Add(int64(len(p)))
+	return len(p), nil
+}
+func (countConn) Flush() error                     { return nil }
+func (countConn) SetWriteDeadline(time.Time) error { return nil }
+
+// BenchmarkFanout measures handing one event to N subscribers, including
+// their goroutines writing it. An op is one event; allocs/op covers every
+// subscriber, so 0 allocs/op means nothing is allocated per delivery.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			fb := &feedBroker{}
+			hub := stream.NewHub(fb, stream.NopMetrics{}, discardLogger(), stream.Options{ClientBuffer: 256})
+			var writes, bytes atomic.Int64
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			for range n {
+				wg.Go(func() {
+					// Each stream has its own context, as each request does.
+					ctx, cancel := context.WithCancel(ctx)
+					defer cancel()
+					hub.Stream(ctx, countConn{&writes, &bytes}, stream.Subscription{Topics: []string{"t"}})
+				})
+			}
+			// Wait for every first frame: all subscribers are registered.
+			for writes.Load() < int64(n) {
+				time.Sleep(time.Millisecond)
+			}
+			start := bytes.Load()
+			ev := stream.NewEvent("bench-1", 1, stream.Message{Topic: "t", Data: "0123456789abcdef0123456789abcdef"}, time.Now())
+
+			b.ReportAllocs()
+			b.ResetTimer()
+			sent := 0
+			for b.Loop() {
+				fb.deliver(ev)
+				sent++
+				// Let the subscribers catch up now and then so no queue
+				// overflows: a drop would end the stream and skew the count.
+				if sent%64 == 0 {
+					for bytes.Load() < start+int64(n*len(ev.Frame)*(sent-32)) {
+						runtime.Gosched()
+					}
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(sent*n), "ns/delivery")
+			cancel()
+			wg.Wait()
+		})
+	}
+}

@@ -1,0 +1,330 @@
+package stream_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sse-service/sse-service/internal/broker/memory"
+	"github.com/sse-service/sse-service/internal/stream"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestLiveEventsReachOnlyTheirTopicsSubscribers(t *testing.T) {
+	hub, _ := newHub(t, memory.Options{}, stream.Options{})
+	a, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"a"}})
+	ab, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"a", "b"}})
+
+	idA := publish(t, hub, "a", "one")
+	idB := publish(t, hub, "b", "two\nlines")
+
+	got := parseWire(ab.waitFor(t, "both events", func(s string) bool { return strings.Contains(s, idB) }))
+	want := []wireEvent{{ID: idA, Data: "one"}, {ID: idB, Data: "two\nlines"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("a+b subscriber got %+v, want %+v", got, want)
+	}
+	publish(t, hub, "a", "three")
+	got = parseWire(a.waitFor(t, "two events on a", func(s string) bool { return strings.Count(s, "id: ") == 2 }))
+	if len(got) != 2 || got[0].ID != idA || got[1].Data != "three" {
+		t.Fatalf("a subscriber got %+v, want only topic a's events", got)
+	}
+}
+
+// TestResumeHasNoGapOrDuplicateUnderConcurrentPublishes resumes while
+// several publishers keep publishing, so events land before, during and
+// after the replay is written.
+func TestResumeHasNoGapOrDuplicateUnderConcurrentPublishes(t *testing.T) {
+	for _, cut := range []int{0, 50, 199} {
+		t.Run(fmt.Sprintf("after event %d", cut), func(t *testing.T) {
+			hub, _ := newHub(t, memory.Options{HistorySize: 10_000}, stream.Options{ClientBuffer: 10_000})
+			var mu sync.Mutex
+			var ids []string // every id published on topic t
+			record := func(id string) {
+				mu.Lock()
+				ids = append(ids, id)
+				mu.Unlock()
+			}
+			for i := range 200 {
+				record(publish(t, hub, "t", fmt.Sprint("before ", i)))
+			}
+			resumeFrom := ids[cut]
+
+			const publishers, each = 4, 300
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for p := range publishers {
+				wg.Go(func() {
+					<-start
+					for i := range each {
+						record(publish(t, hub, "t", fmt.Sprintf("p%d-%d", p, i)))
+						publish(t, hub, "other", "noise")
+					}
+				})
+			}
+			close(start)
+			conn, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}, LastEventID: resumeFrom})
+			wg.Wait()
+
+			mu.Lock()
+			slices.SortFunc(ids, func(a, b string) int { return int(seqOf(t, a)) - int(seqOf(t, b)) })
+			want := ids[cut+1:]
+			last := ids[len(ids)-1]
+			mu.Unlock()
+			got := parseWire(conn.waitFor(t, "the last event", func(s string) bool { return strings.Contains(s, "id: "+last+"\n") }))
+			gotIDs := make([]string, len(got))
+			for i, ev := range got {
+				gotIDs[i] = ev.ID
+			}
+			if !slices.Equal(gotIDs, want) {
+				t.Fatalf("resume after %s: got %d events, want %d in order\nfirst got %v\nfirst want %v",
+					resumeFrom, len(gotIDs), len(want), head(gotIDs), head(want))
+			}
+		})
+	}
+}
+
+func head(s []string) []string { return s[:min(len(s), 5)] }
+
+// TestResumeDoesNotDependOnOtherTopics fills other topics with 100,000
+// events: a quiet topic's history must be untouched by them.
+func TestResumeDoesNotDependOnOtherTopics(t *testing.T) {
+	hub, _ := newHub(t, memory.Options{HistorySize: 1000}, stream.Options{})
+	start := publish(t, hub, "quiet", "first")
+	var want []string
+	msgs := make([]stream.Message, 1000)
+	for round := range 100 {
+		for i := range msgs {
+			msgs[i] = stream.Message{Topic: fmt.Sprint("busy-", i%4), Data: "x"}
+		}
+		if _, err := hub.Publish(context.Background(), msgs); err != nil {
+			t.Fatal(err)
+		}
+		if round%10 == 0 {
+			want = append(want, publish(t, hub, "quiet", fmt.Sprint("q", round)))
+		}
+	}
+	conn, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"quiet"}, LastEventID: start})
+	got := parseWire(conn.waitFor(t, "replay", func(s string) bool { return strings.Contains(s, want[len(want)-1]) }))
+	if len(got) != len(want) {
+		t.Fatalf("replayed %d events, want %d: %+v", len(got), len(want), got)
+	}
+	for i, ev := range got {
+		if ev.ID != want[i] || ev.Type != "" {
+			t.Fatalf("event %d = %+v, want id %s (no gap event)", i, ev, want[i])
+		}
+	}
+}
+
+func TestResumeFromMultipleTopicsIsInPublishOrder(t *testing.T) {
+	hub, _ := newHub(t, memory.Options{}, stream.Options{})
+	start := publish(t, hub, "x", "start")
+	var want []string
+	for i := range 30 {
+		want = append(want, publish(t, hub, []string{"a", "b", "c"}[i%3], fmt.Sprint(i)))
+		publish(t, hub, "unsubscribed", "no")
+	}
+	conn, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"a", "b", "c"}, LastEventID: start})
+	got := parseWire(conn.waitFor(t, "replay", func(s string) bool { return strings.Contains(s, want[len(want)-1]) }))
+	for i, ev := range got {
+		if ev.ID != want[i] {
+			t.Fatalf("event %d: got %s, want %s", i, ev.ID, want[i])
+		}
+	}
+}
+
+// TestResumeGapIsAnnouncedOnce covers every id that cannot be replayed: the
+// client gets exactly one sse-gap event, carrying the newest id so a later
+// reconnect resumes from there, and then live events.
+func TestResumeGapIsAnnouncedOnce(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, hub *stream.Hub) (lastEventID string)
+		reason string
+	}{
+		{"malformed id", func(*testing.T, *stream.Hub) string { return "not-an-id" }, stream.GapMalformed},
+		{"no separator", func(*testing.T, *stream.Hub) string { return "12345" }, stream.GapMalformed},
+		{"id from before a restart", func(t *testing.T, _ *stream.Hub) string {
+			old, _ := newHub(t, memory.Options{}, stream.Options{})
+			return publish(t, old, "t", "lost")
+		}, stream.GapUnknownStream},
+		{"older than history size", func(t *testing.T, hub *stream.Hub) string {
+			first := publish(t, hub, "t", "0")
+			for i := range 5 {
+				publish(t, hub, "t", fmt.Sprint(i))
+			}
+			return first
+		}, stream.GapExpired},
+		{"older than history ttl", func(t *testing.T, hub *stream.Hub) string {
+			first := publish(t, hub, "t", "0")
+			publish(t, hub, "t", "1")
+			advance(2 * time.Hour)
+			return first
+		}, stream.GapExpired},
+		{"topic forgotten after ttl", func(t *testing.T, hub *stream.Hub) string {
+			first := publish(t, hub, "x", "0")
+			publish(t, hub, "t", "1")
+			advance(2 * time.Hour)
+			publish(t, hub, "y", "sweeps t away")
+			return first
+		}, stream.GapExpired},
+		{"id from the future", func(t *testing.T, hub *stream.Hub) string {
+			id := publish(t, hub, "t", "0")
+			return id[:strings.LastIndexByte(id, '-')] + "-999999"
+		}, stream.GapFuture},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub, _ := newHub(t, memory.Options{HistorySize: 3, HistoryTTL: time.Hour, Now: clock}, stream.Options{})
+			last := tt.setup(t, hub)
+			newest := publish(t, hub, "other", "newest")
+			conn, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}, LastEventID: last})
+			live := publish(t, hub, "t", "live")
+
+			got := parseWire(conn.waitFor(t, "live event", func(s string) bool { return strings.Contains(s, live) }))
+			if len(got) != 2 {
+				t.Fatalf("got %+v, want one sse-gap event then the live one", got)
+			}
+			gap := got[0]
+			if gap.Type != stream.TypeGap || gap.ID != newest {
+				t.Fatalf("first event = %+v, want type %s with id %s", gap, stream.TypeGap, newest)
+			}
+			var data struct{ LastEventID, Reason string }
+			if err := json.Unmarshal([]byte(gap.Data), &data); err != nil {
+				t.Fatalf("gap data %q: %v", gap.Data, err)
+			}
+			if data.LastEventID != last || data.Reason != tt.reason {
+				t.Fatalf("gap data = %+v, want lastEventId %q reason %q", data, last, tt.reason)
+			}
+			if got[1].ID != live {
+				t.Fatalf("after the gap got %+v, want live event %s", got[1], live)
+			}
+		})
+	}
+}
+
+func TestHeartbeatOnlyAfterSilence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub, _ := newHub(t, memory.Options{}, stream.Options{HeartbeatInterval: 15 * time.Second})
+		conn := newRecConn()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan stream.CloseReason, 1)
+		go func() { done <- hub.Stream(ctx, conn, stream.Subscription{Topics: []string{"t"}}) }()
+
+		time.Sleep(10 * time.Second)
+		publish(t, hub, "t", "activity")
+		time.Sleep(10 * time.Second) // 20s since start, 10s since the event
+		synctest.Wait()
+		if n := strings.Count(conn.String(), ": heartbeat\n"); n != 0 {
+			t.Fatalf("heartbeats after 10s of silence: %d, want 0", n)
+		}
+		time.Sleep(6 * time.Second) // 16s of silence
+		synctest.Wait()
+		if n := strings.Count(conn.String(), ": heartbeat\n"); n != 1 {
+			t.Fatalf("heartbeats after 16s of silence: %d, want 1", n)
+		}
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		if n := strings.Count(conn.String(), ": heartbeat\n"); n != 2 {
+			t.Fatalf("heartbeats after 31s of silence: %d, want 2", n)
+		}
+		cancel()
+		if r := <-done; r != stream.ClosedByClient {
+			t.Fatalf("close reason %s, want %s", r, stream.ClosedByClient)
+		}
+	})
+}
+
+// blockedConn never completes a write until its deadline is moved into the
+// past, like a socket whose peer stopped reading.
+type blockedConn struct {
+	mu       sync.Mutex
+	unblock  chan struct{}
+	released bool
+}
+
+func (c *blockedConn) Write(p []byte) (int, error) {
+	<-c.unblock
+	return 0, fmt.Errorf("i/o timeout")
+}
+func (c *blockedConn) Flush() error { return nil }
+func (c *blockedConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.Before(time.Now()) && !c.released {
+		c.released = true
+		close(c.unblock)
+	}
+	return nil
+}
+
+func TestSlowSubscriberIsDroppedWithoutBlockingPublishers(t *testing.T) {
+	hub, _ := newHub(t, memory.Options{}, stream.Options{ClientBuffer: 8})
+	stalled := &blockedConn{unblock: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan stream.CloseReason, 1)
+	go func() { done <- hub.Stream(ctx, stalled, stream.Subscription{Topics: []string{"t"}}) }()
+	healthy, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}})
+
+	// The stalled stream is stuck in its first write; 8 queued events fill
+	// its queue and the 9th drops it. Every publish must complete, and the
+	// healthy subscriber (which keeps up) must get every event. Were a
+	// publish to wait for the stalled stream, this loop would hang and the
+	// test time out.
+	for i := range 50 {
+		id := publish(t, hub, "t", fmt.Sprint(i))
+		healthy.waitFor(t, "event "+id, func(s string) bool { return strings.Contains(s, id) })
+	}
+	if r := <-done; r != stream.DroppedSlow {
+		t.Fatalf("stalled stream closed with %s, want %s", r, stream.DroppedSlow)
+	}
+	if got := parseWire(healthy.String()); len(got) != 50 {
+		t.Fatalf("healthy subscriber got %d events, want 50", len(got))
+	}
+}
+
+func TestDrainSendsRetryAndClosesEveryStream(t *testing.T) {
+	hub, _ := newHub(t, memory.Options{}, stream.Options{ReconnectJitter: 3 * time.Second})
+	type open struct {
+		conn *recConn
+		wait func() stream.CloseReason
+	}
+	var streams []open
+	for i := range 20 {
+		conn, _, done := openStream(t, hub, stream.Subscription{Topics: []string{fmt.Sprint("t", i%3)}})
+		streams = append(streams, open{conn, done})
+	}
+	hub.Drain()
+	for i, s := range streams {
+		if r := s.wait(); r != stream.DroppedShutdown {
+			t.Fatalf("stream %d closed with %s, want %s", i, r, stream.DroppedShutdown)
+		}
+		out := s.conn.String()
+		tail := out[strings.Index(out, ": connected\n\n")+len(": connected\n\n"):]
+		var ms int
+		if _, err := fmt.Sscanf(tail, "retry: %d\n\n", &ms); err != nil || ms < 1 || ms > 3001 {
+			t.Fatalf("stream %d ended with %q, want a retry between 1 and 3001 ms", i, tail)
+		}
+	}
+	// A stream opened after the drain ends at once the same way.
+	conn := newRecConn()
+	if r := hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}); r != stream.DroppedShutdown {
+		t.Fatalf("stream after drain closed with %s", r)
+	}
+}

@@ -55,35 +55,39 @@ type Config struct {
 }
 
 // Load reads the environment, applies defaults and validates. The error
-// names every bad variable.
+// names every bad variable, whether it did not parse or is out of range.
 func Load() (Config, error) {
 	var c Config
-	if err := envconfig.Process(Prefix, &c); err != nil {
-		return Config{}, parseErrors()
+	if err := envconfig.Process(Prefix, &c); err == nil {
+		return c, c.Validate()
 	}
-	if err := c.Validate(); err != nil {
-		return Config{}, err
-	}
-	return c, nil
-}
-
-// parseErrors reports every variable that does not parse. envconfig stops
-// at the first one, so each field is parsed on its own, in a struct made of
-// just that field.
-func parseErrors() error {
+	// envconfig stops at the first variable that does not parse: parse
+	// each field on its own, in a struct made of just that field, so every
+	// bad one is named. Range checks run on the fields that did parse.
 	t := reflect.TypeFor[Config]()
+	v := reflect.ValueOf(&c).Elem()
+	bad := map[string]bool{}
 	var errs []error
 	for i := range t.NumField() {
 		one := reflect.New(reflect.StructOf([]reflect.StructField{t.Field(i)}))
-		if err := envconfig.Process(Prefix, one.Interface()); err != nil {
-			var pe *envconfig.ParseError
-			if errors.As(err, &pe) {
-				err = fmt.Errorf("%s: %q is not a valid %s", pe.KeyName, pe.Value, typeName(pe.TypeName))
-			}
+		err := envconfig.Process(Prefix, one.Interface())
+		var pe *envconfig.ParseError
+		switch {
+		case errors.As(err, &pe):
+			bad[pe.KeyName] = true
+			errs = append(errs, fmt.Errorf("%s: %q is not a valid %s", pe.KeyName, pe.Value, typeName(pe.TypeName)))
+		case err != nil:
 			errs = append(errs, err)
+		default:
+			v.Field(i).Set(one.Elem().Field(0))
 		}
 	}
-	return errors.Join(errs...)
+	for _, p := range c.problems() {
+		if !bad[p.name] {
+			errs = append(errs, p)
+		}
+	}
+	return Config{}, errors.Join(errs...)
 }
 
 func typeName(t string) string {
@@ -104,12 +108,28 @@ func Usage(w io.Writer) error {
 	return envconfig.Usagef(Prefix, &c, w, envconfig.DefaultTableFormat)
 }
 
+// problem is one bad setting.
+type problem struct {
+	name string // the full variable name, e.g. SSE_ADDR
+	msg  string
+}
+
+func (p problem) Error() string { return p.name + ": " + p.msg }
+
 // Validate returns every problem at once, each naming its variable and
 // what it accepts.
 func (c Config) Validate() error {
 	var errs []error
+	for _, p := range c.problems() {
+		errs = append(errs, p)
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) problems() []problem {
+	var errs []problem
 	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
+		errs = append(errs, problem{Prefix + "_" + name, fmt.Sprintf(format, args...)})
 	}
 	if c.Addr == "" {
 		bad("ADDR", "must not be empty (e.g. :8080)")
@@ -117,7 +137,7 @@ func (c Config) Validate() error {
 	if c.AdminAddr == "" {
 		bad("ADMIN_ADDR", "must not be empty (e.g. :9090)")
 	}
-	if c.Addr != "" && c.Addr == c.AdminAddr {
+	if c.Addr != "" && c.Addr == c.AdminAddr && !strings.HasSuffix(c.Addr, ":0") {
 		bad("ADMIN_ADDR", "must differ from SSE_ADDR (%q): the admin port must not be public", c.Addr)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
@@ -174,7 +194,7 @@ func (c Config) Validate() error {
 			bad("PUBLISH_TOKENS_FILE", "%v", err)
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // TrustedPrefixes parses TrustedProxies. A bare address means that one host.

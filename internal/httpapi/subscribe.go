@@ -49,7 +49,11 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 		h.Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
 
-		reason := s.hub.Stream(r.Context(), responseConn{w: w, rc: http.NewResponseController(w)}, sub)
+		// Echo's Response.Flush swallows write errors (it only panics when
+		// flushing is unsupported), so the stream writes to the writer
+		// underneath, whose FlushError reports a missed deadline.
+		raw := w.Writer
+		reason := s.hub.Stream(r.Context(), responseConn{w: raw, rc: http.NewResponseController(raw)}, sub)
 		s.log.Debug("stream closed", "reason", reason, "topics", len(sub.Topics))
 		return nil
 	}

@@ -24,7 +24,7 @@ func readProc(pid string) (procSample, error) {
 	if err != nil {
 		return procSample{}, fmt.Errorf("read process status: %w", err)
 	}
-	rss, err := parseVmRSS(status)
+	rss, err := parseStatusKiB(status, "VmRSS")
 	if err != nil {
 		return procSample{}, fmt.Errorf("process %s: %w", pid, err)
 	}
@@ -62,20 +62,30 @@ func readProcs(pids []int) (procSample, error) {
 	return sum, nil
 }
 
-// parseVmRSS returns the VmRSS value, in KiB, of a /proc/PID/status file.
-func parseVmRSS(status []byte) (int64, error) {
+// readPeakRSS returns the peak resident memory of process pid, in KiB.
+func readPeakRSS(pid string) (int64, error) {
+	status, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read process status: %w", err)
+	}
+	return parseStatusKiB(status, "VmHWM")
+}
+
+// parseStatusKiB returns a memory field, in KiB, of a /proc/PID/status
+// file, such as VmRSS.
+func parseStatusKiB(status []byte, field string) (int64, error) {
 	for line := range bytes.Lines(status) {
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		rest, ok := bytes.CutPrefix(line, []byte(field+":"))
 		if !ok {
 			continue
 		}
 		fields := bytes.Fields(rest)
 		if len(fields) != 2 || string(fields[1]) != "kB" {
-			return 0, fmt.Errorf("unexpected VmRSS line %q", bytes.TrimSpace(line))
+			return 0, fmt.Errorf("unexpected %s line %q", field, bytes.TrimSpace(line))
 		}
 		return strconv.ParseInt(string(fields[0]), 10, 64)
 	}
-	return 0, fmt.Errorf("no VmRSS in status (a zombie or kernel thread?)")
+	return 0, fmt.Errorf("no %s in status (a zombie or kernel thread?)", field)
 }
 
 // parseStatCPU returns utime+stime of a /proc/PID/stat file. The command

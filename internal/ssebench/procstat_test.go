@@ -6,12 +6,15 @@ import (
 	"time"
 )
 
-func TestParseVmRSS(t *testing.T) {
-	status := "Name:\tsse-service\nVmPeak:\t  999 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1 kB\n"
-	if got, err := parseVmRSS([]byte(status)); err != nil || got != 12345 {
-		t.Errorf("parseVmRSS = %d, %v; want 12345", got, err)
+func TestParseStatusKiB(t *testing.T) {
+	status := "Name:\tsse-service\nVmPeak:\t  999 kB\nVmHWM:\t   23456 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1 kB\n"
+	if got, err := parseStatusKiB([]byte(status), "VmRSS"); err != nil || got != 12345 {
+		t.Errorf("VmRSS = %d, %v; want 12345", got, err)
 	}
-	if _, err := parseVmRSS([]byte("Name:\tkthreadd\n")); err == nil {
+	if got, err := parseStatusKiB([]byte(status), "VmHWM"); err != nil || got != 23456 {
+		t.Errorf("VmHWM = %d, %v; want 23456", got, err)
+	}
+	if _, err := parseStatusKiB([]byte("Name:\tkthreadd\n"), "VmRSS"); err == nil {
 		t.Error("missing VmRSS accepted")
 	}
 }

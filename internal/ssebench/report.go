@@ -93,6 +93,7 @@ type ServerReport struct {
 type BenchReport struct {
 	CPUSeconds           float64 `json:"cpu_seconds"`
 	CPUMicrosPerDelivery float64 `json:"cpu_us_per_delivery"`
+	PeakRSSKiB           int64   `json:"peak_rss_kib"`
 }
 
 func newReport(cfg Config) *Report {
@@ -125,21 +126,21 @@ func (r *Report) setServerMemory(before, after procSample, err error) {
 	r.Server.RSSBeforeKiB = before.rssKiB
 	r.Server.RSSAfterKiB = after.rssKiB
 	if r.StreamsConnected > 0 {
-		r.Server.RSSPerStreamKiB = float64(after.rssKiB-before.rssKiB) / float64(r.StreamsConnected)
+		r.Server.RSSPerStreamKiB = round(float64(after.rssKiB-before.rssKiB)/float64(r.StreamsConnected), 2)
 	}
 }
 
 // setWindow records the measurement window between two snapshots.
 func (r *Report) setWindow(w0, w1 snapshot, server bool) {
 	secs := w1.at.Sub(w0.at).Seconds()
-	r.WindowSeconds = secs
+	r.WindowSeconds = round(secs, 3)
 	r.PublishedInWindow = w1.published - w0.published
 	r.DeliveriesInWindow = w1.delivered - w0.delivered
 	if secs > 0 {
-		r.PublishRate = float64(r.PublishedInWindow) / secs
-		r.DeliveriesPerSecond = float64(r.DeliveriesInWindow) / secs
+		r.PublishRate = round(float64(r.PublishedInWindow)/secs, 1)
+		r.DeliveriesPerSecond = round(float64(r.DeliveriesInWindow)/secs, 1)
 	}
-	r.Bench.CPUSeconds = (w1.benchCPU - w0.benchCPU).Seconds()
+	r.Bench.CPUSeconds = round((w1.benchCPU - w0.benchCPU).Seconds(), 2)
 	r.Bench.CPUMicrosPerDelivery = perDelivery(w1.benchCPU-w0.benchCPU, r.DeliveriesInWindow)
 	if !server {
 		return
@@ -148,7 +149,7 @@ func (r *Report) setWindow(w0, w1 snapshot, server bool) {
 		r.Server.Error = err.Error()
 		return
 	}
-	r.Server.CPUSeconds = (w1.serverCPU - w0.serverCPU).Seconds()
+	r.Server.CPUSeconds = round((w1.serverCPU - w0.serverCPU).Seconds(), 2)
 	r.Server.CPUMicrosPerDelivery = perDelivery(w1.serverCPU-w0.serverCPU, r.DeliveriesInWindow)
 }
 
@@ -156,7 +157,7 @@ func perDelivery(cpu time.Duration, deliveries int64) float64 {
 	if deliveries == 0 {
 		return 0
 	}
-	return float64(cpu.Microseconds()) / float64(deliveries)
+	return round(float64(cpu.Microseconds())/float64(deliveries), 3)
 }
 
 // setStreams adds up what the streams received. Call it after they ended.
@@ -282,7 +283,8 @@ func (r *Report) WriteText(w io.Writer) error {
 			line("", "sampling error: %s", s.Error)
 		}
 	}
-	line("bench", "CPU %.2fs in window = %.2f µs/delivery", r.Bench.CPUSeconds, r.Bench.CPUMicrosPerDelivery)
+	line("bench", "CPU %.2fs in window = %.2f µs/delivery; peak RSS %.1f MiB",
+		r.Bench.CPUSeconds, r.Bench.CPUMicrosPerDelivery, float64(r.Bench.PeakRSSKiB)/1024)
 	if r.OK {
 		line("result", "PASS")
 	} else {

@@ -148,6 +148,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Interrupted = ctx.Err() != nil
 	rep.setWindow(w0, w1, len(cfg.PIDs) > 0)
 	rep.setStreams(streams, latency)
+	if rss, err := readPeakRSS("self"); err == nil {
+		rep.Bench.PeakRSSKiB = rss
+	}
 	if r.pub != nil {
 		rep.setPublisher(r.pub)
 	}
@@ -189,14 +192,14 @@ func (r *run) connect(ctx context.Context, rep *Report) {
 		"sources", len(r.cfg.Sources), "dials", r.cfg.Dials)
 	start := time.Now()
 	r.streams.open(ctx, r.cfg.Streams, r.cfg.Dials)
-	rep.ConnectSeconds = time.Since(start).Seconds()
+	rep.ConnectSeconds = round(time.Since(start).Seconds(), 3)
 	rep.StreamsConnected = r.streams.connected
 	rep.StreamsFailed = r.streams.failed
 	if r.streams.firstFail != nil {
 		rep.FirstConnectError = r.streams.firstFail.Error()
 	}
 	r.log.Info("streams open", "connected", rep.StreamsConnected, "failed", rep.StreamsFailed,
-		"seconds", round(rep.ConnectSeconds, 2))
+		"seconds", rep.ConnectSeconds)
 }
 
 // snapshot samples the counters and CPU times.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -334,10 +335,15 @@ func appendGap(b []byte, id string, gap *GapError) []byte {
 	return AppendEvent(b, id, TypeGap, string(data))
 }
 
+// writeFailed says why a failed write ended the stream. A deadline that
+// passed means the client could not keep up (net/http also cancels the
+// request context on any write error, so the deadline is checked first).
 func (h *Hub) writeFailed(ctx context.Context, s *subscriber, err error) CloseReason {
 	switch {
 	case s.dropped():
 		return DroppedSlow
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return DroppedWriteErr
 	case ctx.Err() != nil:
 		return ClosedByClient
 	}

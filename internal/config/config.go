@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -102,10 +103,15 @@ func typeName(t string) string {
 	return t
 }
 
-// Usage writes every variable with its type, default and description.
+// Usage writes every variable with its type, default and description, as
+// an aligned table.
 func Usage(w io.Writer) error {
 	var c Config
-	return envconfig.Usagef(Prefix, &c, w, envconfig.DefaultTableFormat)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if err := envconfig.Usagef(Prefix, &c, tw, envconfig.DefaultTableFormat); err != nil {
+		return err
+	}
+	return tw.Flush()
 }
 
 // problem is one bad setting.

@@ -102,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		Retry:             cfg.Retry,
 		ReconnectJitter:   cfg.ReconnectJitter,
+		WriteDelay:        cfg.WriteDelay,
 	})
 
 	trusted, err := cfg.TrustedPrefixes()
@@ -142,7 +143,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	// Every goroutine below ends before run returns.
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 2)
-	serve := func(name string, srv *http.Server, ln net.Listener) {
+	serve := func(name string, srv interface{ Serve(net.Listener) error }, ln net.Listener) {
 		wg.Go(func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("serve %s: %w", name, err)

@@ -3,11 +3,14 @@
 package httpapi
 
 import (
+	"context"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -47,6 +50,54 @@ type server struct {
 	opts    Options
 	limiter *connLimiter
 	tokens  *tokenSet
+
+	streams sync.WaitGroup // detached streams (see detach)
+	connsMu sync.Mutex     // guards conns
+	conns   map[net.Conn]struct{}
+}
+
+// Server is the public HTTP server. Streams on HTTP/1.1 run detached from
+// their handlers (see detach), so Shutdown and Close also wait for and end
+// those; a stream itself ends when the hub drains.
+type Server struct {
+	http *http.Server
+	api  *server
+}
+
+// Handler is the server's HTTP handler (Echo).
+func (srv *Server) Handler() http.Handler { return srv.http.Handler }
+
+// Serve accepts connections on ln until Shutdown or Close.
+func (srv *Server) Serve(ln net.Listener) error { return srv.http.Serve(ln) }
+
+// Shutdown stops accepting connections, waits for requests in flight, then
+// waits for detached streams to end (call Hub.Drain first), until ctx ends.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	if err := srv.http.Shutdown(ctx); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		srv.api.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for streams: %w", ctx.Err())
+	}
+}
+
+// Close closes every connection at once, detached streams included.
+func (srv *Server) Close() error {
+	err := srv.http.Close()
+	srv.api.connsMu.Lock()
+	for c := range srv.api.conns {
+		c.Close()
+	}
+	srv.api.connsMu.Unlock()
+	return err
 }
 
 // NewServer returns the public HTTP server, ready to Serve on a listener.
@@ -55,7 +106,7 @@ type server struct {
 // the request context). Streams set a deadline per write instead, and
 // publish handlers one for reading their body. Streams end when the hub
 // drains.
-func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options) *http.Server {
+func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options) *Server {
 	s := &server{
 		hub:     hub,
 		metrics: metrics,
@@ -63,6 +114,7 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		opts:    opts,
 		limiter: newConnLimiter(opts.MaxConnections, opts.MaxConnsPerIP),
 		tokens:  newTokenSet(opts.PublishTokens),
+		conns:   make(map[net.Conn]struct{}),
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -72,14 +124,14 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 	// break or buffer an endless text/event-stream response.
 	e.Use(middleware.Recover())
 	s.routes(e)
-	return &http.Server{
+	return &Server{api: s, http: &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	}}
 }
 
 // ipExtractor believes X-Forwarded-For only from the trusted proxies, and

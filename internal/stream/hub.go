@@ -34,6 +34,13 @@ type Options struct {
 	ReconnectJitter time.Duration
 	// MaxWriteBytes caps how much one gathered write holds. Default 64 KiB.
 	MaxWriteBytes int
+	// WriteDelay, when positive, makes a stream write at most once per
+	// WriteDelay: events that arrive sooner wait and go out together. Each
+	// write is a system call, the main cost of a delivery, so this trades
+	// up to WriteDelay of latency for CPU when streams get many events per
+	// second (Centrifugo PRO's client.write_delay does the same). Zero, the
+	// default, writes every event at once.
+	WriteDelay time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -269,8 +276,16 @@ func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head P
 		return h.writeFailed(ctx, s, err)
 	}
 
+	// The heartbeat timer is not reset on every write (that costs a timer
+	// update per delivery): when it fires, it sends a heartbeat only if the
+	// stream has been silent for the whole interval, and otherwise re-arms
+	// for the rest of it.
 	heartbeat := time.NewTimer(h.opts.HeartbeatInterval)
 	defer heartbeat.Stop()
+	// With a WriteDelay, events that come too soon after a write wait in
+	// the pending batch for this timer; delayed is nil while none wait.
+	var delay *time.Timer
+	var delayed <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -286,18 +301,45 @@ func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head P
 				return h.writeFailed(ctx, s, err)
 			}
 			return DroppedShutdown
-		case <-heartbeat.C:
+		case now := <-heartbeat.C:
+			if silent := now.Sub(w.lastWrite); silent < h.opts.HeartbeatInterval {
+				heartbeat.Reset(h.opts.HeartbeatInterval - silent)
+				continue
+			}
 			w.append(heartbeatFrame)
 			if err := w.flush(); err != nil {
 				return h.writeFailed(ctx, s, err)
 			}
 			h.metrics.HeartbeatSent()
+			heartbeat.Reset(h.opts.HeartbeatInterval)
 		case ev := <-s.queue:
-			if err := w.writeLive(ev); err != nil {
+			var err error
+			if wait := h.opts.WriteDelay - time.Since(w.lastWrite); h.opts.WriteDelay > 0 && wait > 0 {
+				if w.gather(ev) { // room left: wait for the delay
+					if delayed == nil {
+						if delay == nil {
+							delay = time.NewTimer(wait)
+							defer delay.Stop()
+						} else {
+							delay.Reset(wait)
+						}
+						delayed = delay.C
+					}
+					continue
+				}
+				err = w.flushLive() // full: write now
+			} else {
+				err = w.writeLive(ev)
+			}
+			if err != nil {
+				return h.writeFailed(ctx, s, err)
+			}
+		case <-delayed:
+			delayed = nil
+			if err := w.flushLive(); err != nil {
 				return h.writeFailed(ctx, s, err)
 			}
 		}
-		heartbeat.Reset(h.opts.HeartbeatInterval)
 	}
 }
 
@@ -355,9 +397,11 @@ func (h *Hub) writeFailed(ctx context.Context, s *subscriber, err error) CloseRe
 // batch and written with one Write and one Flush, under a fresh deadline each
 // time; an idle stream holds no buffer.
 type writer struct {
-	h *Hub
-	s *subscriber
-	b *batch // nil unless frames are pending
+	h         *Hub
+	s         *subscriber
+	b         *batch    // nil unless frames are pending
+	lastWrite time.Time // when the last write started
+	deadline  time.Time // the write deadline last set on the conn
 }
 
 // batch is a pooled write buffer.
@@ -416,22 +460,40 @@ func (w *writer) writeLive(ev *Event) error {
 			return err
 		}
 		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
-		w.h.metrics.Delivered(time.Since(ev.Published))
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published))
 		return nil
 	}
+	w.gather(ev)
+	return w.flushLive()
+}
+
+// gather adds ev and whatever else is queued to the pending batch, up to
+// MaxWriteBytes, and reports whether the batch still has room.
+func (w *writer) gather(ev *Event) bool {
 	b := w.pending()
 	for {
 		b.buf = append(b.buf, ev.Frame...)
 		b.published = append(b.published, ev.Published.UnixNano())
 		if len(b.buf) >= w.h.opts.MaxWriteBytes {
-			break
+			return false
 		}
 		select {
 		case ev = <-w.s.queue:
 			continue
 		default:
 		}
-		break
+		return true
+	}
+}
+
+// flushLive writes the pending batch with anything queued since.
+func (w *writer) flushLive() error {
+	if w.b != nil && len(w.b.buf) < w.h.opts.MaxWriteBytes {
+		select {
+		case ev := <-w.s.queue:
+			w.gather(ev)
+		default:
+		}
 	}
 	return w.flush()
 }
@@ -449,7 +511,7 @@ func (w *writer) flush() error {
 	}
 	w.h.metrics.EventsSent(len(b.published)+b.replayed, b.replayed, len(b.buf))
 	if len(b.published) > 0 {
-		now := time.Now().UnixNano()
+		now := w.lastWrite.UnixNano()
 		for _, p := range b.published {
 			w.h.metrics.Delivered(time.Duration(now - p))
 		}
@@ -457,9 +519,18 @@ func (w *writer) flush() error {
 	return nil
 }
 
+// send writes p and flushes it. The deadline is moved only when less than
+// half of WriteTimeout is left (moving it costs a timer update per write),
+// so a write that cannot complete fails after between half and all of
+// WriteTimeout.
 func (w *writer) send(p []byte) error {
-	if err := w.s.conn.SetWriteDeadline(time.Now().Add(w.h.opts.WriteTimeout)); err != nil {
-		return fmt.Errorf("set write deadline: %w", err)
+	now := time.Now()
+	w.lastWrite = now
+	if w.deadline.Sub(now) < w.h.opts.WriteTimeout/2 {
+		w.deadline = now.Add(w.h.opts.WriteTimeout)
+		if err := w.s.conn.SetWriteDeadline(w.deadline); err != nil {
+			return fmt.Errorf("set write deadline: %w", err)
+		}
 	}
 	// Checked after setting the deadline: drop marks first and sets its own
 	// deadline after, so a drop racing with this write still cuts it short.

@@ -83,6 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		return fmt.Errorf("invalid configuration (sse-service -h lists every variable):\n%w", err)
 	}
 	log := newLogger(stderr, cfg)
+	if unknown := config.Unknown(os.Environ()); len(unknown) > 0 {
+		log.Warn("ignoring environment variables that are not settings (sse-service -h lists them)", "variables", unknown)
+	}
 	tokens, err := publishTokens(cfg, log)
 	if err != nil {
 		return err

@@ -115,6 +115,25 @@ func Usage(w io.Writer) error {
 	return tw.Flush()
 }
 
+// Unknown returns the SSE_* variables in environ (as os.Environ gives it)
+// that are not settings, such as typos or settings of a newer version, so
+// they can be reported instead of silently ignored.
+func Unknown(environ []string) []string {
+	known := map[string]bool{}
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		known[Prefix+"_"+t.Field(i).Tag.Get("envconfig")] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, Prefix+"_") && !known[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // problem is one bad setting.
 type problem struct {
 	name string // the full variable name, e.g. SSE_ADDR

@@ -15,7 +15,8 @@ import (
 // Options configure the admin server.
 type Options struct {
 	// Ready reports whether this instance should get traffic; /readyz
-	// answers 503 when it returns false (draining, backend down).
+	// answers 503 when it returns false (draining, backend down). It must
+	// not be nil.
 	Ready func() bool
 	// PProf serves /debug/pprof/ when true.
 	PProf bool

@@ -213,6 +213,9 @@ func (c Config) problems() []problem {
 		bad("TRUSTED_PROXIES", "%v (want comma-separated CIDRs such as 10.0.0.0/8,fd00::/8)", err)
 	}
 	for _, t := range c.PublishTokens {
+		if strings.TrimSpace(t) == "" {
+			continue // "a,b," has an empty last entry, as Tokens reads it
+		}
 		if err := checkToken(t); err != nil {
 			bad("PUBLISH_TOKENS", "%v", err)
 			break

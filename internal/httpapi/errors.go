@@ -81,8 +81,9 @@ func toAPIError(err error, jitter time.Duration) *apiError {
 	return newError(http.StatusInternalServerError, "internal error")
 }
 
-// retryAfter is a random whole number of seconds from 1 to 1+jitter, so
-// refused clients do not all come back at the same moment.
+// retryAfter is a random whole number of seconds from 1 to 1 plus the
+// whole seconds of jitter, so refused clients do not all come back at the
+// same moment.
 func retryAfter(jitter time.Duration) time.Duration {
-	return time.Second + rand.N(jitter+time.Second).Truncate(time.Second)
+	return time.Duration(1+rand.N(int64(jitter/time.Second)+1)) * time.Second
 }

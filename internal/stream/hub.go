@@ -157,9 +157,7 @@ func (h *Hub) deliver(ev *Event) {
 	h.mu.Lock()
 	h.head = Position{Seq: ev.Seq, ID: ev.ID}
 	for s := range h.topics[ev.Topic] {
-		select {
-		case s.queue <- ev:
-		default:
+		if !s.push(ev, h.opts.ClientBuffer) {
 			s.stop(stopSlow)
 		}
 	}
@@ -167,7 +165,7 @@ func (h *Hub) deliver(ev *Event) {
 }
 
 // register adds s to its topics and returns the newest event it will not be
-// sent live: everything after it reaches s.queue.
+// sent live: everything after it is pushed to s.
 func (h *Hub) register(s *subscriber, topics []string) Position {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -200,11 +198,50 @@ func (h *Hub) unregister(s *subscriber, topics []string) {
 // subscriber is one open stream's state shared with deliver and Drain.
 // Its select waits on its own channels only: a channel shared by every
 // stream (say, one closed on drain) would put all of them on one lock.
+//
+// Events wait in a plain slice rather than a channel: deliver appends under
+// a mutex and wakes the stream only when the queue goes from empty to not
+// empty, and the stream takes everything at once. A stream that is busy, or
+// holding events for WriteDelay, is not woken once per event.
 type subscriber struct {
-	queue   chan *Event
+	mu    sync.Mutex // guards queue
+	queue []*Event   // events not yet taken by the stream
+
+	ready   chan struct{} // capacity 1: a wake-up for the stream
 	stopped chan struct{} // closed by stop
 	why     atomic.Int32  // a stop reason, set once before stopped closes
 	conn    Conn
+}
+
+// push queues ev unless limit events already wait, and reports whether it
+// did. It never blocks.
+func (s *subscriber) push(ev *Event, limit int) bool {
+	s.mu.Lock()
+	if len(s.queue) >= limit {
+		s.mu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, ev)
+	first := len(s.queue) == 1
+	s.mu.Unlock()
+	if first {
+		select {
+		case s.ready <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
+	return true
+}
+
+// take returns everything queued and leaves spare (emptied) in its place,
+// so two slices serve the stream without allocating.
+func (s *subscriber) take(spare []*Event) []*Event {
+	clear(spare)
+	s.mu.Lock()
+	q := s.queue
+	s.queue = spare[:0]
+	s.mu.Unlock()
+	return q
 }
 
 // Why a subscriber was stopped from outside its goroutine.
@@ -248,7 +285,7 @@ type Subscription struct {
 func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) CloseReason {
 	start := time.Now()
 	s := &subscriber{
-		queue:   make(chan *Event, h.opts.ClientBuffer),
+		ready:   make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 		conn:    conn,
 	}
@@ -283,9 +320,12 @@ func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head P
 	heartbeat := time.NewTimer(h.opts.HeartbeatInterval)
 	defer heartbeat.Stop()
 	// With a WriteDelay, events that come too soon after a write wait in
-	// the pending batch for this timer; delayed is nil while none wait.
+	// the pending batch for this timer; delayed is nil while none wait,
+	// and ready is nil while they do (new events just queue up).
 	var delay *time.Timer
 	var delayed <-chan time.Time
+	ready := s.ready
+	var evs []*Event // the slice last taken from the queue, reused
 	for {
 		select {
 		case <-ctx.Done():
@@ -312,31 +352,36 @@ func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head P
 			}
 			h.metrics.HeartbeatSent()
 			heartbeat.Reset(h.opts.HeartbeatInterval)
-		case ev := <-s.queue:
-			var err error
-			if wait := h.opts.WriteDelay - time.Since(w.lastWrite); h.opts.WriteDelay > 0 && wait > 0 {
-				if w.gather(ev) { // room left: wait for the delay
-					if delayed == nil {
-						if delay == nil {
-							delay = time.NewTimer(wait)
-							defer delay.Stop()
-						} else {
-							delay.Reset(wait)
-						}
-						delayed = delay.C
-					}
-					continue
-				}
-				err = w.flushLive() // full: write now
-			} else {
-				err = w.writeLive(ev)
+		case <-ready:
+			evs = s.take(evs)
+			if len(evs) == 0 {
+				continue
 			}
-			if err != nil {
+			if wait := h.opts.WriteDelay - time.Since(w.lastWrite); h.opts.WriteDelay > 0 && wait > 0 {
+				if err := w.addLive(evs); err != nil {
+					return h.writeFailed(ctx, s, err)
+				}
+				if w.b != nil { // hold the rest until the delay has passed
+					if delay == nil {
+						delay = time.NewTimer(wait)
+						defer delay.Stop()
+					} else {
+						delay.Reset(wait)
+					}
+					delayed, ready = delay.C, nil
+				}
+				continue
+			}
+			if err := w.writeLive(evs); err != nil {
 				return h.writeFailed(ctx, s, err)
 			}
 		case <-delayed:
-			delayed = nil
-			if err := w.flushLive(); err != nil {
+			delayed, ready = nil, s.ready
+			evs = s.take(evs)
+			if err := w.addLive(evs); err != nil {
+				return h.writeFailed(ctx, s, err)
+			}
+			if err := w.flush(); err != nil {
 				return h.writeFailed(ctx, s, err)
 			}
 		}
@@ -450,12 +495,11 @@ func (w *writer) appendReplayed(ev *Event) error {
 	return nil
 }
 
-// writeLive writes ev and everything else already queued, up to
-// MaxWriteBytes, in one write.
-func (w *writer) writeLive(ev *Event) error {
-	if w.b == nil && len(w.s.queue) == 0 {
-		// The common case of a single event: its shared frame is written
-		// as is, with no copy.
+// writeLive writes evs: a single event's shared frame as is, with no copy,
+// or several gathered into writes of up to MaxWriteBytes.
+func (w *writer) writeLive(evs []*Event) error {
+	if w.b == nil && len(evs) == 1 {
+		ev := evs[0]
 		if err := w.send(ev.Frame); err != nil {
 			return err
 		}
@@ -463,39 +507,26 @@ func (w *writer) writeLive(ev *Event) error {
 		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published))
 		return nil
 	}
-	w.gather(ev)
-	return w.flushLive()
+	if err := w.addLive(evs); err != nil {
+		return err
+	}
+	return w.flush()
 }
 
-// gather adds ev and whatever else is queued to the pending batch, up to
-// MaxWriteBytes, and reports whether the batch still has room.
-func (w *writer) gather(ev *Event) bool {
-	b := w.pending()
-	for {
+// addLive adds evs to the pending batch, writing out each batch that
+// reaches MaxWriteBytes.
+func (w *writer) addLive(evs []*Event) error {
+	for _, ev := range evs {
+		b := w.pending()
 		b.buf = append(b.buf, ev.Frame...)
 		b.published = append(b.published, ev.Published.UnixNano())
 		if len(b.buf) >= w.h.opts.MaxWriteBytes {
-			return false
-		}
-		select {
-		case ev = <-w.s.queue:
-			continue
-		default:
-		}
-		return true
-	}
-}
-
-// flushLive writes the pending batch with anything queued since.
-func (w *writer) flushLive() error {
-	if w.b != nil && len(w.b.buf) < w.h.opts.MaxWriteBytes {
-		select {
-		case ev := <-w.s.queue:
-			w.gather(ev)
-		default:
+			if err := w.flush(); err != nil {
+				return err
+			}
 		}
 	}
-	return w.flush()
+	return nil
 }
 
 // flush writes the pending batch, if any, and returns it to the pool.

@@ -25,6 +25,7 @@ import (
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 
 	"github.com/sse-service/sse-service/api"
 	"github.com/sse-service/sse-service/internal/admin"
@@ -33,6 +34,7 @@ import (
 	"github.com/sse-service/sse-service/internal/httpapi"
 	"github.com/sse-service/sse-service/internal/metrics"
 	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/telemetry"
 	"github.com/sse-service/sse-service/web"
 )
 
@@ -91,8 +93,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		return err
 	}
 
+	tracing, err := telemetry.Setup(ctx, os.Getenv, version)
+	if err != nil {
+		return err
+	}
+	// The SDK reports export failures here, through our logger.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("opentelemetry", "err", err) }))
+
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
+	m.SetMaxConnections(cfg.MaxConnections)
 	broker := memory.New(memory.Options{
 		HistorySize:       cfg.HistorySize,
 		HistoryTTL:        cfg.HistoryTTL,
@@ -106,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		Retry:             cfg.Retry,
 		ReconnectJitter:   cfg.ReconnectJitter,
 		WriteDelay:        cfg.WriteDelay,
+		Tracer:            tracing.Provider.Tracer("github.com/sse-service/sse-service/internal/stream"),
 	})
 
 	trusted, err := cfg.TrustedPrefixes()
@@ -129,6 +140,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		ReconnectJitter: cfg.ReconnectJitter,
 		Static:          static,
 		OpenAPI:         api.OpenAPI,
+		TracerProvider:  tracing.Provider,
+		Propagator:      tracing.Propagator,
 	})
 	var ready atomic.Bool
 	adminSrv := admin.NewServer(reg, log, admin.Options{Ready: ready.Load, PProf: cfg.PProf})
@@ -192,6 +205,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		adminSrv.Close()
 	}
 	wg.Wait()
+	if err := tracing.Shutdown(shutdownCtx); err != nil {
+		log.Warn("flush traces", "err", err)
+	}
 	log.Info("stopped")
 	return runErr
 }

@@ -29,12 +29,15 @@ func newError(status int, msg string) *apiError { return &apiError{status: statu
 
 // errorHandler writes every error as JSON {"error": "..."}: the one place
 // where errors become status codes. Internal detail never reaches the client.
-func errorHandler(log *slog.Logger, jitter time.Duration) echo.HTTPErrorHandler {
+func errorHandler(log *slog.Logger, jitter time.Duration, metrics Metrics) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
 		}
 		ae := toAPIError(err, jitter)
+		if isPublish(c) {
+			metrics.PublishFailed(publishFailure(ae.status))
+		}
 		if ae.status >= 500 && ae.retryAfter == 0 {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
@@ -79,6 +82,21 @@ func toAPIError(err error, jitter time.Duration) *apiError {
 		return newError(he.Code, msg)
 	}
 	return newError(http.StatusInternalServerError, "internal error")
+}
+
+// publishFailure is the sse_publish_failures_total reason for a status.
+func publishFailure(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
+		return "invalid"
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return "unauthorized"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	return "error"
 }
 
 // retryAfter is a random whole number of seconds from 1 to 1 plus the

@@ -9,13 +9,31 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
+// Route patterns, as metrics and spans name them.
+const (
+	routeSubscribe = "/v1/events"
+	routeBatch     = "/v1/events"
+	routePublish   = "/v1/topics/:topic/events"
+)
+
 // routes lists every route of the public listener.
 func (s *server) routes(e *echo.Echo) {
-	e.GET("/v1/events", s.handleSubscribe())
-	e.POST("/v1/events", s.handleBatch())
-	e.POST("/v1/topics/:topic/events", s.handlePublish())
+	e.GET(routeSubscribe, s.handleSubscribe())
+	e.POST(routeBatch, s.handleBatch())
+	e.POST(routePublish, s.handlePublish())
 	e.GET("/openapi.yaml", s.handleOpenAPI())
 	e.GET("/*", s.handleStatic())
+}
+
+// isStream tells the stream route apart: it has its own span and its
+// duration is sse_connection_duration_seconds, not a request metric.
+func isStream(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.URL.Path == routeSubscribe
+}
+
+// isPublish tells the publish routes apart, for sse_publish_failures_total.
+func isPublish(c echo.Context) bool {
+	return c.Request().Method == http.MethodPost && (c.Path() == routePublish || c.Path() == routeBatch)
 }
 
 func (s *server) handleOpenAPI() echo.HandlerFunc {

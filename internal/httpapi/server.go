@@ -4,7 +4,13 @@ package httpapi
 
 import (
 	"context"
+
 	"fmt"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -23,6 +29,12 @@ import (
 // labels). Implementations must be safe for concurrent use.
 type Metrics interface {
 	ConnectionAttempt(result string)
+	// Request observes a finished request on a route other than the
+	// stream (route is the pattern, "" when none matched).
+	Request(route, method string, code int, took time.Duration)
+	// PublishFailed counts a refused publish by reason: invalid,
+	// unauthorized, too_large, unavailable or error.
+	PublishFailed(reason string)
 }
 
 // Options configure the API. Zero limits mean no limit, except where noted.
@@ -41,6 +53,9 @@ type Options struct {
 	Static fs.FS
 	// OpenAPI is the API description served at /openapi.yaml.
 	OpenAPI []byte
+	// TracerProvider and Propagator trace requests; nil means none.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 }
 
 type server struct {
@@ -50,6 +65,9 @@ type server struct {
 	opts    Options
 	limiter *connLimiter
 	tokens  *tokenSet
+
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
 
 	streams sync.WaitGroup // detached streams (see detach)
 	connsMu sync.Mutex     // guards conns
@@ -118,11 +136,29 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = errorHandler(log, opts.ReconnectJitter)
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = noop.NewTracerProvider()
+	}
+	if opts.Propagator == nil {
+		opts.Propagator = propagation.TraceContext{}
+	}
+	s.opts = opts
+	s.tracer = opts.TracerProvider.Tracer(instrumentation)
+	s.propagator = opts.Propagator
+	e.HTTPErrorHandler = errorHandler(log, opts.ReconnectJitter, metrics)
 	e.IPExtractor = ipExtractor(opts.TrustedProxies)
-	// Recover only: no Timeout, ContextTimeout, BodyDump or Gzip, which all
-	// break or buffer an endless text/event-stream response.
-	e.Use(middleware.Recover())
+	// No Timeout, ContextTimeout, BodyDump or Gzip middleware: they all
+	// break or buffer an endless text/event-stream response. otelhttp keeps
+	// Flush working, but the stream route has its own span anyway.
+	e.Use(
+		middleware.Recover(),
+		echo.WrapMiddleware(otelhttp.NewMiddleware("sse-service",
+			otelhttp.WithTracerProvider(opts.TracerProvider),
+			otelhttp.WithPropagators(opts.Propagator),
+			otelhttp.WithFilter(func(r *http.Request) bool { return !isStream(r) }),
+		)),
+		observeRequests(metrics),
+	)
 	s.routes(e)
 	return &Server{api: s, http: &http.Server{
 		Handler:           e,
@@ -132,6 +168,32 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}
+}
+
+// instrumentation names the tracer of this package.
+const instrumentation = "github.com/sse-service/sse-service/internal/httpapi"
+
+// observeRequests names the request's span after its route and counts it
+// in the request metrics. The stream route is left alone (see isStream).
+func observeRequests(m Metrics) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if isStream(r) {
+				return next(c)
+			}
+			start := time.Now()
+			span := trace.SpanFromContext(r.Context())
+			span.SetName(r.Method + " " + c.Path())
+			span.SetAttributes(semconv.HTTPRoute(c.Path()))
+			err := next(c)
+			if err != nil {
+				c.Error(err) // write the answer now, so its status is known
+			}
+			m.Request(c.Path(), r.Method, c.Response().Status, time.Since(start))
+			return nil
+		}
+	}
 }
 
 // ipExtractor believes X-Forwarded-For only from the trusted proxies, and

@@ -43,6 +43,14 @@ func (m *countingMetrics) ConnectionAttempt(result string) {
 	m.counts[result]++
 }
 
+func (m *countingMetrics) Request(route, method string, code int, _ time.Duration) {
+	m.ConnectionAttempt(fmt.Sprintf("request %s %s %d", method, route, code))
+}
+
+func (m *countingMetrics) PublishFailed(reason string) {
+	m.ConnectionAttempt("publish failed " + reason)
+}
+
 func (m *countingMetrics) count(result string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

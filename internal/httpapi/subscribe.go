@@ -12,6 +12,11 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sse-service/sse-service/internal/stream"
 )
@@ -22,25 +27,32 @@ import (
 func (s *server) handleSubscribe() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		sub, err := parseSubscription(r, s.opts.MaxTopics)
+		// The stream's span is made here, not by otelhttp: it lasts for the
+		// connection, which outlives this handler on HTTP/1.1 (see detach).
+		_, span := s.tracer.Start(s.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)),
+			"GET "+routeSubscribe, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(
+				semconv.HTTPRequestMethodGet,
+				semconv.HTTPRoute(routeSubscribe),
+				semconv.URLPath(r.URL.Path),
+				semconv.ClientAddress(c.RealIP()),
+				semconv.UserAgentOriginal(r.UserAgent()),
+			))
+		sub, ip, err := s.admit(c)
 		if err != nil {
-			s.metrics.ConnectionAttempt(string(badRequest))
-			return err
+			ae := toAPIError(err, s.opts.ReconnectJitter)
+			span.SetAttributes(semconv.HTTPResponseStatusCode(ae.status))
+			if ae.status >= 500 {
+				span.SetStatus(codes.Error, ae.msg)
+			}
+			span.End()
+			return ae
 		}
-		if s.hub.Draining() {
-			s.metrics.ConnectionAttempt(rejectedDraining)
-			return stream.ErrDraining
-		}
-		ip := clientIP(c)
-		switch res := s.limiter.acquire(ip); res {
-		case rejectedLimit:
-			s.metrics.ConnectionAttempt(string(res))
-			return &apiError{status: http.StatusServiceUnavailable, msg: "connection limit reached, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
-		case rejectedIPLimit:
-			s.metrics.ConnectionAttempt(string(res))
-			return &apiError{status: http.StatusTooManyRequests, msg: "too many streams from this address, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
-		}
-		s.metrics.ConnectionAttempt("accepted")
+		span.SetAttributes(
+			semconv.HTTPResponseStatusCode(http.StatusOK),
+			attribute.StringSlice("sse.topics", sub.Topics),
+			attribute.Bool("sse.resume", sub.LastEventID != ""),
+		)
 
 		s.capSendBuffer(r.Context())
 		w := c.Response()
@@ -56,18 +68,54 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 		rc := http.NewResponseController(raw)
 		if r.ProtoMajor == 1 && r.ProtoMinor >= 1 {
 			if conn, _, err := rc.Hijack(); err == nil {
-				s.detach(conn, sub, ip, responseHead(h))
+				s.detach(conn, sub, ip, responseHead(h), span)
 				return nil
 			}
 		}
 		// Not hijackable (HTTP/2 or HTTP/1.0): stream in the handler.
-		w.WriteHeader(http.StatusOK)
-		// Not hijackable (HTTP/2 or HTTP/1.0): stream in the handler.
 		defer s.limiter.release(ip)
-		reason := s.hub.Stream(r.Context(), responseConn{w: raw, rc: rc}, sub)
-		s.log.Debug("stream closed", "reason", reason, "topics", len(sub.Topics))
+		w.WriteHeader(http.StatusOK)
+		res := s.hub.Stream(trace.ContextWithSpan(r.Context(), span), responseConn{w: raw, rc: rc}, sub)
+		s.streamEnded(span, sub, res)
 		return nil
 	}
+}
+
+// admit checks a subscribe request (topics, drain, limits) and counts the
+// attempt. An admitted client holds a limiter slot for ip until released.
+func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) {
+	sub, err := parseSubscription(c.Request(), s.opts.MaxTopics)
+	if err != nil {
+		s.metrics.ConnectionAttempt(badRequest)
+		return sub, netip.Addr{}, err
+	}
+	if s.hub.Draining() {
+		s.metrics.ConnectionAttempt(rejectedDraining)
+		return sub, netip.Addr{}, stream.ErrDraining
+	}
+	ip := clientIP(c)
+	switch res := s.limiter.acquire(ip); res {
+	case rejectedLimit:
+		s.metrics.ConnectionAttempt(string(res))
+		return sub, ip, &apiError{status: http.StatusServiceUnavailable, msg: "connection limit reached, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
+	case rejectedIPLimit:
+		s.metrics.ConnectionAttempt(string(res))
+		return sub, ip, &apiError{status: http.StatusTooManyRequests, msg: "too many streams from this address, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
+	}
+	s.metrics.ConnectionAttempt("accepted")
+	return sub, ip, nil
+}
+
+// streamEnded records on the stream's span how many events it sent and
+// why it ended, and ends it.
+func (s *server) streamEnded(span trace.Span, sub stream.Subscription, res stream.Result) {
+	span.SetAttributes(
+		attribute.Int("sse.events_sent", res.Sent),
+		attribute.Int("sse.events_replayed", res.Replayed),
+		attribute.String("sse.close_reason", string(res.Reason)),
+	)
+	span.End()
+	s.log.Debug("stream closed", "reason", res.Reason, "sent", res.Sent, "topics", len(sub.Topics))
 }
 
 // detach serves an HTTP/1.1 stream on its hijacked connection from a
@@ -78,14 +126,14 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 // sent before the hijack, announced it).
 //
 // The goroutine belongs to s: Shutdown waits for it, Close ends it.
-func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte) {
+func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte, span trace.Span) {
 	s.track(conn, true)
 	s.streams.Add(1)
 	go func() {
 		defer s.streams.Done()
 		defer s.limiter.release(ip)
 		defer s.track(conn, false)
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(trace.ContextWithSpan(context.Background(), span))
 		defer cancel()
 		// A client never sends anything after its request: a read that
 		// returns means it closed (or broke) the connection.
@@ -97,8 +145,8 @@ func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, h
 			cancel()
 		}()
 		cc := &chunkConn{conn: conn, head: head, crlf: [2]byte{'\r', '\n'}}
-		reason := s.hub.Stream(ctx, cc, sub)
-		if reason == stream.DroppedShutdown {
+		res := s.hub.Stream(ctx, cc, sub)
+		if res.Reason == stream.DroppedShutdown {
 			// End the chunked body properly: the client sees a clean end
 			// and reconnects after the retry it was just sent.
 			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -106,7 +154,7 @@ func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, h
 		}
 		conn.Close()
 		<-closed
-		s.log.Debug("stream closed", "reason", reason, "topics", len(sub.Topics))
+		s.streamEnded(span, sub, res)
 	}()
 }
 

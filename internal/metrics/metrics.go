@@ -3,10 +3,12 @@
 package metrics
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sse-service/sse-service/internal/stream"
 )
@@ -25,6 +27,10 @@ type Metrics struct {
 	delivery       prometheus.Histogram
 	connDuration   prometheus.Histogram
 	connectionsFor map[string]prometheus.Counter
+	maxConns       prometheus.Gauge
+	publishFailed  *prometheus.CounterVec
+	requests       *prometheus.CounterVec
+	requestTime    *prometheus.HistogramVec
 }
 
 var _ stream.Metrics = (*Metrics)(nil)
@@ -71,6 +77,23 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400},
 		}),
 	}
+	m.maxConns = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sse_max_connections", Help: "The SSE_MAX_CONNECTIONS limit in force (0: none).",
+	})
+	m.publishFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sse_publish_failures_total", Help: "Refused publish requests, by reason.",
+	}, []string{"reason"})
+	for _, r := range []string{"invalid", "unauthorized", "too_large", "unavailable", "error"} {
+		m.publishFailed.WithLabelValues(r)
+	}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "http_requests_total", Help: "HTTP requests on the public listener, streams excepted, by route pattern, method and status code.",
+	}, []string{"route", "method", "code"})
+	m.requestTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "http_request_duration_seconds",
+		Help:    "Duration of HTTP requests on the public listener, streams excepted.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"route", "method"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sse_clients_dropped_total", Help: "Streams ended by the server, by reason.",
 	}, []string{"reason"})
@@ -87,6 +110,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.connected, m.connections, dropped, m.published, m.sent, m.replayed,
 		m.bytes, m.heartbeats, m.delivery, m.connDuration,
+		m.maxConns, m.publishFailed, m.requests, m.requestTime,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -126,8 +150,31 @@ func (m *Metrics) EventsSent(events, replayed, bytes int) {
 	m.bytes.Add(float64(bytes))
 }
 
-// Delivered implements stream.Metrics.
-func (m *Metrics) Delivered(latency time.Duration) { m.delivery.Observe(latency.Seconds()) }
+// Delivered implements stream.Metrics. The exemplar, when valid, links
+// the observation to the publish's trace.
+func (m *Metrics) Delivered(latency time.Duration, exemplar trace.TraceID) {
+	if !exemplar.IsValid() {
+		m.delivery.Observe(latency.Seconds())
+		return
+	}
+	m.delivery.(prometheus.ExemplarObserver).ObserveWithExemplar(latency.Seconds(), prometheus.Labels{"trace_id": exemplar.String()})
+}
+
+// SetMaxConnections records the connection limit in force (0: none).
+func (m *Metrics) SetMaxConnections(n int) { m.maxConns.Set(float64(n)) }
+
+// PublishFailed implements httpapi.Metrics.
+func (m *Metrics) PublishFailed(reason string) { m.publishFailed.WithLabelValues(reason).Inc() }
+
+// Request implements httpapi.Metrics. Routes are patterns, so the label
+// values stay few; an unmatched request counts as route "none".
+func (m *Metrics) Request(route, method string, code int, took time.Duration) {
+	if route == "" {
+		route = "none"
+	}
+	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	m.requestTime.WithLabelValues(route, method).Observe(took.Seconds())
+}
 
 // HeartbeatSent implements stream.Metrics.
 func (m *Metrics) HeartbeatSent() { m.heartbeats.Inc() }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sse-service/sse-service/internal/stream"
 )
@@ -109,6 +110,9 @@ func TestNewRegistersTheContractMetrics(t *testing.T) {
 		{"sse_heartbeats_sent_total", dto.MetricType_COUNTER, nil},
 		{"sse_event_delivery_seconds", dto.MetricType_HISTOGRAM, nil},
 		{"sse_connection_duration_seconds", dto.MetricType_HISTOGRAM, nil},
+		// Additions to the contract, documented in docs/observability.md.
+		{"sse_max_connections", dto.MetricType_GAUGE, nil},
+		{"sse_publish_failures_total", dto.MetricType_COUNTER, []string{"reason"}},
 	}
 	want := map[string]bool{}
 	for _, tt := range tests {
@@ -137,7 +141,7 @@ func TestNewRegistersTheContractMetrics(t *testing.T) {
 	// Nothing else named sse_*: no per-topic or stray series.
 	for name := range mfs {
 		if strings.HasPrefix(name, "sse_") && !want[name] {
-			t.Errorf("%s is registered but not in the contract", name)
+			t.Errorf("%s is registered but neither in the contract nor a documented addition", name)
 		}
 	}
 	for _, name := range []string{"go_goroutines", "go_memstats_alloc_bytes", "process_cpu_seconds_total", "process_open_fds"} {
@@ -156,6 +160,9 @@ func TestEveryLabelValueExistsAtZeroFromTheStart(t *testing.T) {
 	}
 	for _, r := range []string{"slow", "write_error", "shutdown"} {
 		want = append(want, fmt.Sprintf("sse_clients_dropped_total{reason=%q}", r))
+	}
+	for _, r := range []string{"invalid", "unauthorized", "too_large", "unavailable", "error"} {
+		want = append(want, fmt.Sprintf("sse_publish_failures_total{reason=%q}", r))
 	}
 	for _, name := range want {
 		v, ok := got[name]
@@ -184,7 +191,7 @@ func TestMetricsPassLint(t *testing.T) {
 	// Exercise every series so lint sees them with data.
 	m.StreamOpened()
 	m.StreamClosed(stream.DroppedSlow, 3*time.Second)
-	m.Delivered(time.Millisecond)
+	m.Delivered(time.Millisecond, trace.TraceID{})
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
@@ -294,7 +301,7 @@ func TestEachMethodChangesExactlyItsSeries(t *testing.T) {
 		},
 		{
 			name: "Delivered",
-			call: func(m *Metrics) { m.Delivered(250 * time.Millisecond) },
+			call: func(m *Metrics) { m.Delivered(250*time.Millisecond, trace.TraceID{}) },
 			want: map[string]float64{"sse_event_delivery_seconds_count": 1, "sse_event_delivery_seconds_sum": 0.25},
 		},
 		{
@@ -318,8 +325,8 @@ func TestEachMethodChangesExactlyItsSeries(t *testing.T) {
 
 func TestDeliveryHistogramResolvesSubMillisecondLatency(t *testing.T) {
 	m, reg := newMetrics(t)
-	m.Delivered(300 * time.Microsecond)
-	m.Delivered(3 * time.Millisecond)
+	m.Delivered(300*time.Microsecond, trace.TraceID{})
+	m.Delivered(3*time.Millisecond, trace.TraceID{})
 	h := gather(t, reg)["sse_event_delivery_seconds"].GetMetric()[0].GetHistogram()
 	want := map[float64]uint64{0.0005: 1, 0.001: 1, 0.0025: 1, 0.005: 2, 10: 2}
 	for _, b := range h.GetBucket() {

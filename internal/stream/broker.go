@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrUnavailable means the broker cannot accept or serve events right now
@@ -105,7 +107,8 @@ type Metrics interface {
 	// retry fields).
 	EventsSent(events, replayed, bytes int)
 	// Delivered observes the time from publish to the write of one event.
-	Delivered(latency time.Duration)
+	// exemplar, when valid, is the publish's trace id to attach.
+	Delivered(latency time.Duration, exemplar trace.TraceID)
 	HeartbeatSent()
 }
 
@@ -116,7 +119,7 @@ func (NopMetrics) StreamOpened()                           {}
 func (NopMetrics) StreamClosed(CloseReason, time.Duration) {}
 func (NopMetrics) EventsPublished(int)                     {}
 func (NopMetrics) EventsSent(int, int, int)                {}
-func (NopMetrics) Delivered(time.Duration)                 {}
+func (NopMetrics) Delivered(time.Duration, trace.TraceID)  {}
 func (NopMetrics) HeartbeatSent()                          {}
 
 var _ Metrics = NopMetrics{}

@@ -12,8 +12,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Limits on names, shared by every backend and the HTTP API.
@@ -46,6 +49,9 @@ type Message struct {
 	// IdempotencyKey, when not empty, makes a repeated publish with the same
 	// key on the same topic return the first event's id and store nothing.
 	IdempotencyKey string
+	// Trace is the publish span's context, set by the hub; it travels with
+	// the event (through the broker too) so delivery can be linked to it.
+	Trace trace.SpanContext
 }
 
 // Validate reports whether m can be published, wrapping ErrInvalid.
@@ -71,6 +77,20 @@ type Event struct {
 	Published time.Time
 	// Frame is the complete encoded event, ending in a blank line.
 	Frame []byte
+	// Trace is the context of the publish span (invalid when not traced).
+	Trace trace.SpanContext
+
+	exemplarTaken atomic.Bool // the event's trace went into one exemplar
+}
+
+// takeExemplar reports whether this delivery should carry the event's
+// trace id as an exemplar: once per sampled event, so the histogram links
+// to the publish trace without paying for an exemplar on every delivery.
+func (e *Event) takeExemplar() trace.TraceID {
+	if !e.Trace.IsSampled() || e.exemplarTaken.Load() || !e.exemplarTaken.CompareAndSwap(false, true) {
+		return trace.TraceID{}
+	}
+	return e.Trace.TraceID()
 }
 
 // NewEvent builds an event and encodes its frame.
@@ -81,6 +101,7 @@ func NewEvent(id string, seq uint64, m Message, published time.Time) *Event {
 		Topic:     m.Topic,
 		Type:      m.Type,
 		Published: published,
+		Trace:     m.Trace,
 		Frame:     AppendEvent(make([]byte, 0, EncodedLen(id, m.Type, m.Data)), id, m.Type, m.Data),
 	}
 }

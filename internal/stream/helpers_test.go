@@ -127,7 +127,7 @@ func openStream(t *testing.T, hub *stream.Hub, sub stream.Subscription) (*recCon
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := newRecConn()
 	done := make(chan stream.CloseReason, 1)
-	go func() { done <- hub.Stream(ctx, conn, sub) }()
+	go func() { done <- hub.Stream(ctx, conn, sub).Reason }()
 	wait := sync.OnceValue(func() stream.CloseReason { return <-done })
 	t.Cleanup(func() {
 		cancel()

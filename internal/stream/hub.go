@@ -11,7 +11,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
+
+// MessagingSystem is the messaging.system attribute of publish spans.
+const MessagingSystem = "sse-service"
 
 // ErrDraining is returned to new subscribers once Drain was called. It maps
 // to 503 with Retry-After.
@@ -41,6 +50,8 @@ type Options struct {
 	// second (Centrifugo PRO's client.write_delay does the same). Zero, the
 	// default, writes every event at once.
 	WriteDelay time.Duration
+	// Tracer makes the publish spans; nil means no tracing.
+	Tracer trace.Tracer
 }
 
 func (o Options) withDefaults() Options {
@@ -61,6 +72,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxWriteBytes <= 0 {
 		o.MaxWriteBytes = 64 << 10
+	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	return o
 }
@@ -114,7 +128,33 @@ func (h *Hub) Publish(ctx context.Context, msgs []Message) ([]string, error) {
 			return nil, err
 		}
 	}
-	res, err := h.broker.Publish(ctx, msgs)
+	spans := make([]trace.Span, len(msgs))
+	traced := make([]Message, len(msgs))
+	for i, m := range msgs {
+		// One PRODUCER span per event, as the messaging conventions ask;
+		// its context travels with the event.
+		_, spans[i] = h.opts.Tracer.Start(ctx, "publish "+m.Topic,
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				semconv.MessagingSystemKey.String(MessagingSystem),
+				semconv.MessagingOperationTypeSend,
+				semconv.MessagingOperationName("publish"),
+				semconv.MessagingDestinationName(m.Topic),
+				semconv.MessagingMessageBodySize(len(m.Data)),
+			))
+		m.Trace = spans[i].SpanContext()
+		traced[i] = m
+	}
+	res, err := h.broker.Publish(ctx, traced)
+	for i, span := range spans {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "publish failed")
+		} else {
+			span.SetAttributes(semconv.MessagingMessageID(res[i].ID), attribute.Bool("sse.duplicate", res[i].Duplicate))
+		}
+		span.End()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("publish %d events: %w", len(msgs), err)
 	}
@@ -277,12 +317,24 @@ type Subscription struct {
 	LastEventID string
 }
 
+// Result is how a stream ended and what it sent.
+type Result struct {
+	Reason   CloseReason
+	Sent     int // events written, replayed ones included
+	Replayed int // events written from history
+}
+
+// maxReplayLinks bounds the links from a stream's span to the publish spans
+// of the events it replays (the SDK keeps 128 links per span by default).
+const maxReplayLinks = 32
+
 // Stream serves one subscriber until the client goes away (ctx ends), it
-// is dropped, or the hub drains, and returns why it ended. The caller has
+// is dropped, or the hub drains, and returns why it ended. The span in ctx,
+// if any, gets links to the publish spans of replayed events. The caller has
 // validated the topics and sent the response headers; Stream writes
 // everything else: the first frame, the replay, live events, heartbeats and
 // the final retry.
-func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) CloseReason {
+func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 	start := time.Now()
 	s := &subscriber{
 		ready:   make(chan struct{}, 1),
@@ -291,14 +343,15 @@ func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) CloseReas
 	}
 	h.metrics.StreamOpened()
 	head := h.register(s, sub.Topics)
-	reason := h.serve(ctx, s, sub, head)
+	w := &writer{h: h, s: s}
+	reason := h.serve(ctx, w, sub, head)
 	h.unregister(s, sub.Topics)
 	h.metrics.StreamClosed(reason, time.Since(start))
-	return reason
+	return Result{Reason: reason, Sent: w.sent, Replayed: w.replayed}
 }
 
-func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head Position) CloseReason {
-	w := &writer{h: h, s: s}
+func (h *Hub) serve(ctx context.Context, w *writer, sub Subscription, head Position) CloseReason {
+	s := w.s
 	defer w.release()
 
 	b := w.pending()
@@ -392,7 +445,15 @@ func (h *Hub) serve(ctx context.Context, s *subscriber, sub Subscription, head P
 // sub.LastEventID up to head, or an sse-gap event when they cannot be
 // replayed. ok is false when the stream must end with reason.
 func (h *Hub) replay(ctx context.Context, w *writer, sub Subscription, head Position) (reason CloseReason, ok bool) {
-	err := h.broker.Replay(ctx, sub.Topics, sub.LastEventID, head.Seq, w.appendReplayed)
+	span := trace.SpanFromContext(ctx)
+	links := 0
+	err := h.broker.Replay(ctx, sub.Topics, sub.LastEventID, head.Seq, func(ev *Event) error {
+		if links < maxReplayLinks && ev.Trace.IsValid() && span.IsRecording() {
+			span.AddLink(trace.Link{SpanContext: ev.Trace})
+			links++
+		}
+		return w.appendReplayed(ev)
+	})
 	var gap *GapError
 	switch {
 	case err == nil:
@@ -447,13 +508,15 @@ type writer struct {
 	b         *batch    // nil unless frames are pending
 	lastWrite time.Time // when the last write started
 	deadline  time.Time // the write deadline last set on the conn
+	sent      int       // events written
+	replayed  int       // of which from history
 }
 
 // batch is a pooled write buffer.
 type batch struct {
-	buf       []byte
-	published []int64 // publish times (Unix ns) of the live events in buf
-	replayed  int     // events in buf that came from history
+	buf      []byte
+	live     []*Event // the live events in buf
+	replayed int      // events in buf that came from history
 }
 
 // pending returns the batch to append to, taking one from the pool.
@@ -473,7 +536,8 @@ func (w *writer) release() {
 }
 
 func (h *Hub) putBatch(b *batch) {
-	b.buf, b.published, b.replayed = b.buf[:0], b.published[:0], 0
+	clear(b.live)
+	b.buf, b.live, b.replayed = b.buf[:0], b.live[:0], 0
 	h.batches.Put(b)
 }
 
@@ -503,8 +567,9 @@ func (w *writer) writeLive(evs []*Event) error {
 		if err := w.send(ev.Frame); err != nil {
 			return err
 		}
+		w.sent++
 		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
-		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published))
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
 		return nil
 	}
 	if err := w.addLive(evs); err != nil {
@@ -519,7 +584,7 @@ func (w *writer) addLive(evs []*Event) error {
 	for _, ev := range evs {
 		b := w.pending()
 		b.buf = append(b.buf, ev.Frame...)
-		b.published = append(b.published, ev.Published.UnixNano())
+		b.live = append(b.live, ev)
 		if len(b.buf) >= w.h.opts.MaxWriteBytes {
 			if err := w.flush(); err != nil {
 				return err
@@ -540,12 +605,11 @@ func (w *writer) flush() error {
 	if err := w.send(b.buf); err != nil {
 		return err
 	}
-	w.h.metrics.EventsSent(len(b.published)+b.replayed, b.replayed, len(b.buf))
-	if len(b.published) > 0 {
-		now := w.lastWrite.UnixNano()
-		for _, p := range b.published {
-			w.h.metrics.Delivered(time.Duration(now - p))
-		}
+	w.sent += len(b.live) + b.replayed
+	w.replayed += b.replayed
+	w.h.metrics.EventsSent(len(b.live)+b.replayed, b.replayed, len(b.buf))
+	for _, ev := range b.live {
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
 	}
 	return nil
 }

@@ -224,7 +224,7 @@ func TestHeartbeatOnlyAfterSilence(t *testing.T) {
 		conn := newRecConn()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan stream.CloseReason, 1)
-		go func() { done <- hub.Stream(ctx, conn, stream.Subscription{Topics: []string{"t"}}) }()
+		go func() { done <- hub.Stream(ctx, conn, stream.Subscription{Topics: []string{"t"}}).Reason }()
 
 		time.Sleep(10 * time.Second)
 		publish(t, hub, "t", "activity")
@@ -279,7 +279,7 @@ func TestSlowSubscriberIsDroppedWithoutBlockingPublishers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan stream.CloseReason, 1)
-	go func() { done <- hub.Stream(ctx, stalled, stream.Subscription{Topics: []string{"t"}}) }()
+	go func() { done <- hub.Stream(ctx, stalled, stream.Subscription{Topics: []string{"t"}}).Reason }()
 	healthy, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}})
 
 	// The stalled stream is stuck in its first write; 8 queued events fill
@@ -324,7 +324,7 @@ func TestDrainSendsRetryAndClosesEveryStream(t *testing.T) {
 	}
 	// A stream opened after the drain ends at once the same way.
 	conn := newRecConn()
-	if r := hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}); r != stream.DroppedShutdown {
+	if r := hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}).Reason; r != stream.DroppedShutdown {
 		t.Fatalf("stream after drain closed with %s", r)
 	}
 }
@@ -335,7 +335,7 @@ func TestWriteDelayBatchesEventsThatComeSoonAfterAWrite(t *testing.T) {
 		conn := newRecConn()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan stream.CloseReason, 1)
-		go func() { done <- hub.Stream(ctx, conn, stream.Subscription{Topics: []string{"t"}}) }()
+		go func() { done <- hub.Stream(ctx, conn, stream.Subscription{Topics: []string{"t"}}).Reason }()
 		writes := func() int {
 			synctest.Wait()
 			conn.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -293,6 +294,7 @@ func TestStalledClientIsDroppedWithBoundedBuffering(t *testing.T) {
 			const readers = 3
 			var wg sync.WaitGroup
 			got := make([][]string, readers)
+			var received [readers]atomic.Int64
 			for i := range readers {
 				c := s.subscribe("/v1/events?topic=t")
 				wg.Go(func() {
@@ -302,13 +304,25 @@ func TestStalledClientIsDroppedWithBoundedBuffering(t *testing.T) {
 							return
 						}
 						got[i] = append(got[i], ev.ID)
+						received[i].Add(1)
 					}
 				})
 			}
 			data := strings.Repeat("x", payload)
 			var ids []string
-			for range tt.events {
+			for n := range tt.events {
 				ids = append(ids, s.publish("t", data))
+				// The healthy readers are test goroutines on a busy
+				// machine: let them catch up now and then, so only the
+				// stalled client can overflow its queue.
+				if n%16 == 15 {
+					deadline := time.Now().Add(20 * time.Second)
+					for i := range readers {
+						for received[i].Load() < int64(len(ids)) && time.Now().Before(deadline) {
+							time.Sleep(time.Millisecond)
+						}
+					}
+				}
 			}
 			wg.Wait()
 			for i := range readers {

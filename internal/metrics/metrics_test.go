@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel/trace"
 
@@ -192,11 +192,9 @@ func TestMetricsPassLint(t *testing.T) {
 	m.StreamOpened()
 	m.StreamClosed(stream.DroppedSlow, 3*time.Second)
 	m.Delivered(time.Millisecond, trace.TraceID{})
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	m.Request("/v1/events", "POST", 201, time.Millisecond)
+	m.PublishFailed("invalid")
+	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatalf("lint: %v", err)
 	}

@@ -331,9 +331,9 @@ const maxReplayLinks = 32
 // Stream serves one subscriber until the client goes away (ctx ends), it
 // is dropped, or the hub drains, and returns why it ended. The span in ctx,
 // if any, gets links to the publish spans of replayed events. The caller has
-// validated the topics and sent the response headers; Stream writes
-// everything else: the first frame, the replay, live events, heartbeats and
-// the final retry.
+// validated the topics and set up the response (conn may send its head with
+// the first write); Stream writes everything else: the first frame, the
+// replay, live events, heartbeats and the final retry.
 func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 	start := time.Now()
 	s := &subscriber{

@@ -1,0 +1,444 @@
+// Package nats is the distributed broker: events are stored in a NATS
+// JetStream stream shared by every replica, so a publish on one replica
+// reaches subscribers on all of them and a client can resume on any.
+//
+// Each topic is one subject, <prefix>.<base64url(topic)>: topics may hold
+// '.', '*', '>' and other characters that subjects treat specially, and
+// base64url has none of them, so the mapping cannot be ambiguous. Event ids
+// are <epoch>-<stream sequence>, the epoch coming from the stream's creation
+// time: ids are global across replicas, survive restarts, and an id from a
+// stream that was deleted and recreated is recognised.
+package nats
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sse-service/sse-service/internal/stream"
+)
+
+// Header names on stored messages.
+const (
+	headerType  = "Sse-Event"
+	headerMsgID = "Nats-Msg-Id" // JetStream's de-duplication
+)
+
+// Options configure the broker. Zero values take the defaults noted.
+type Options struct {
+	// URL is one or more server URLs, comma separated. Required.
+	URL string
+	// CredsFile and CAFile are optional credentials and TLS CA files.
+	CredsFile, CAFile string
+	// Stream is the JetStream stream name. Default "SSE".
+	Stream string
+	// SubjectPrefix starts every subject. Default "sse".
+	SubjectPrefix string
+	// Replicas of the stream, when the broker creates it. Default 1.
+	Replicas int
+	// ManageStream lets the broker create or update the stream with the
+	// retention below; otherwise the stream must exist.
+	ManageStream bool
+	// Retention, mapped onto the stream: MaxMsgsPerSubject, MaxAge and the
+	// duplicate window. Defaults 1000, 1h, 2m.
+	HistorySize       int
+	HistoryTTL        time.Duration
+	IdempotencyWindow time.Duration
+	// RequestTimeout bounds each request to the server. Default 5s.
+	RequestTimeout time.Duration
+	// Log receives connection state changes; nil discards them.
+	Log *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Stream == "" {
+		o.Stream = "SSE"
+	}
+	if o.SubjectPrefix == "" {
+		o.SubjectPrefix = "sse"
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.HistorySize <= 0 {
+		o.HistorySize = 1000
+	}
+	if o.HistoryTTL <= 0 {
+		o.HistoryTTL = time.Hour
+	}
+	if o.IdempotencyWindow <= 0 {
+		o.IdempotencyWindow = 2 * time.Minute
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Broker stores events in JetStream. Create it with New; Close it when
+// done (it owns the connection and the delivery goroutine).
+type Broker struct {
+	opts   Options
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	epoch  string
+	head   uint64 // last stream sequence when the broker started
+	prop   propagation.TextMapPropagator
+
+	closed atomic.Bool
+	stop   chan struct{}  // closed by Close
+	wg     sync.WaitGroup // the delivery starter, see Attach
+
+	mu      sync.Mutex // guards consume
+	consume jetstream.ConsumeContext
+}
+
+var _ stream.Broker = (*Broker)(nil)
+
+// ErrClosed is returned after Close.
+var ErrClosed = fmt.Errorf("nats broker closed: %w", stream.ErrUnavailable)
+
+// New connects, finds (or, with ManageStream, creates or updates) the
+// stream and returns the broker.
+func New(ctx context.Context, opts Options) (*Broker, error) {
+	opts = opts.withDefaults()
+	if opts.URL == "" {
+		return nil, errors.New("nats: no server URL")
+	}
+	log := opts.Log
+	connOpts := []nats.Option{
+		nats.Name("sse-service"),
+		// Never buffer publishes while disconnected: a publish answered
+		// 503 must not be stored later.
+		nats.ReconnectBufSize(-1),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.Timeout(opts.RequestTimeout),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted()) }),
+	}
+	if opts.CredsFile != "" {
+		connOpts = append(connOpts, nats.UserCredentials(opts.CredsFile))
+	}
+	if opts.CAFile != "" {
+		connOpts = append(connOpts, nats.RootCAs(opts.CAFile))
+	}
+	nc, err := nats.Connect(opts.URL, connOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", opts.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	b := &Broker{opts: opts, nc: nc, js: js, prop: propagation.TraceContext{}, stop: make(chan struct{})}
+	if err := b.openStream(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Broker) openStream(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	var s jetstream.Stream
+	var err error
+	if b.opts.ManageStream {
+		s, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:              b.opts.Stream,
+			Subjects:          []string{b.opts.SubjectPrefix + ".>"},
+			Storage:           jetstream.FileStorage,
+			Replicas:          b.opts.Replicas,
+			Retention:         jetstream.LimitsPolicy,
+			Discard:           jetstream.DiscardOld,
+			MaxMsgsPerSubject: int64(b.opts.HistorySize),
+			MaxAge:            b.opts.HistoryTTL,
+			Duplicates:        b.opts.IdempotencyWindow,
+		})
+	} else {
+		s, err = b.js.Stream(ctx, b.opts.Stream)
+	}
+	if err != nil {
+		return fmt.Errorf("jetstream stream %s: %w", b.opts.Stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("jetstream stream %s info: %w", b.opts.Stream, err)
+	}
+	b.stream = s
+	b.epoch = strconv.FormatInt(info.Created.UnixNano(), 36)
+	b.head = info.State.LastSeq
+	return nil
+}
+
+// Ready reports whether the broker can take publishes now.
+func (b *Broker) Ready() bool { return !b.closed.Load() && b.nc.IsConnected() }
+
+func (b *Broker) id(seq uint64) string { return b.epoch + "-" + strconv.FormatUint(seq, 10) }
+
+func (b *Broker) subject(topic string) string {
+	return b.opts.SubjectPrefix + "." + base64.RawURLEncoding.EncodeToString([]byte(topic))
+}
+
+func (b *Broker) topic(subject string) (string, bool) {
+	enc, ok := strings.CutPrefix(subject, b.opts.SubjectPrefix+".")
+	if !ok {
+		return "", false
+	}
+	t, err := base64.RawURLEncoding.DecodeString(enc)
+	return string(t), err == nil
+}
+
+// Attach implements stream.Broker: an ordered consumer from the sequence
+// after the head delivers every new event, once, in stream order, from one
+// goroutine; it follows reconnects by itself.
+func (b *Broker) Attach(deliver func(*stream.Event)) stream.Position {
+	b.wg.Go(func() { b.consumeFrom(deliver, b.head+1) })
+	return stream.Position{Seq: b.head, ID: b.id(b.head)}
+}
+
+// consumeFrom starts the delivery consumer, retrying while the server is
+// unreachable, until it runs or the broker closes.
+func (b *Broker) consumeFrom(deliver func(*stream.Event), start uint64) {
+	for !b.closed.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), b.opts.RequestTimeout)
+		cons, err := b.js.OrderedConsumer(ctx, b.opts.Stream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{b.opts.SubjectPrefix + ".>"},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    start,
+		})
+		cancel()
+		if err == nil {
+			var cc jetstream.ConsumeContext
+			cc, err = cons.Consume(func(msg jetstream.Msg) {
+				if ev, ok := b.decode(msg); ok {
+					deliver(ev)
+				}
+			})
+			if err == nil {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				if b.closed.Load() {
+					cc.Stop()
+					return
+				}
+				b.consume = cc
+				return
+			}
+		}
+		b.opts.Log.Warn("nats delivery consumer not running, retrying", "err", err)
+		select {
+		case <-b.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// decode turns a stored message into an event.
+func (b *Broker) decode(msg jetstream.Msg) (*stream.Event, bool) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return nil, false
+	}
+	return b.event(msg.Subject(), md.Sequence.Stream, msg.Headers(), msg.Data(), md.Timestamp)
+}
+
+func (b *Broker) event(subject string, seq uint64, h nats.Header, data []byte, ts time.Time) (*stream.Event, bool) {
+	topic, ok := b.topic(subject)
+	if !ok {
+		return nil, false
+	}
+	m := stream.Message{Topic: topic, Type: h.Get(headerType), Data: string(data)}
+	m.Trace = trace.SpanContextFromContext(b.prop.Extract(context.Background(), propagation.HeaderCarrier(h)))
+	return stream.NewEvent(b.id(seq), seq, m, ts), true
+}
+
+// Publish implements stream.Broker. Each event is acknowledged by
+// JetStream before the next is sent; 201 means stored.
+func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.Published, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	out := make([]stream.Published, len(msgs))
+	for i, m := range msgs {
+		msg := nats.NewMsg(b.subject(m.Topic))
+		msg.Data = []byte(m.Data)
+		if m.Type != "" {
+			msg.Header.Set(headerType, m.Type)
+		}
+		if m.IdempotencyKey != "" {
+			// The duplicate window is per stream: the topic makes keys
+			// per topic ('|' cannot be in a topic).
+			msg.Header.Set(headerMsgID, m.Topic+"|"+m.IdempotencyKey)
+		}
+		if m.Trace.IsValid() {
+			b.prop.Inject(trace.ContextWithSpanContext(context.Background(), m.Trace), propagation.HeaderCarrier(msg.Header))
+		}
+		pctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+		ack, err := b.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(b.opts.Stream))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("publish to %s (event %d of %d): %w: %w", b.opts.Stream, i+1, len(msgs), stream.ErrUnavailable, err)
+		}
+		out[i] = stream.Published{ID: b.id(ack.Sequence), Duplicate: ack.Duplicate}
+	}
+	return out, nil
+}
+
+// Replay implements stream.Broker.
+func (b *Broker) Replay(ctx context.Context, topics []string, lastEventID string, upTo uint64, fn func(*stream.Event) error) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	after, gap := b.parseID(lastEventID)
+	if gap != nil {
+		return gap
+	}
+	if after > upTo {
+		return &stream.GapError{LastEventID: lastEventID, Reason: stream.GapFuture}
+	}
+	if after == upTo {
+		return nil
+	}
+	subjects := make([]string, len(topics))
+	for i, t := range topics {
+		subjects[i] = b.subject(t)
+	}
+	if err := b.checkRetained(ctx, subjects, lastEventID, after); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	cons, err := b.js.OrderedConsumer(cctx, b.opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: subjects,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    after + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("replay consumer: %w: %w", stream.ErrUnavailable, err)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return fmt.Errorf("replay fetch: %w: %w", stream.ErrUnavailable, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Sequence.Stream > upTo {
+				return nil
+			}
+			if ev, ok := b.decode(msg); ok {
+				if err := fn(ev); err != nil {
+					return err
+				}
+			}
+			if md.Sequence.Stream == upTo || md.NumPending == 0 {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("replay fetch: %w: %w", stream.ErrUnavailable, err)
+		}
+		if n == 0 {
+			return nil // nothing on these topics after the id
+		}
+	}
+}
+
+// checkRetained reports a gap when events after `after` on subjects may
+// have been removed. JetStream removes by age from the head of the stream,
+// so anything missing below the stream's first sequence is gone; and it
+// removes by count per subject, which can only have happened to a subject
+// that is full. Both checks are conservative: they may report a gap that
+// did not cost this client an event, never the other way round.
+func (b *Broker) checkRetained(ctx context.Context, subjects []string, lastEventID string, after uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	expired := &stream.GapError{LastEventID: lastEventID, Reason: stream.GapExpired}
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream info: %w: %w", stream.ErrUnavailable, err)
+	}
+	if after+1 < info.State.FirstSeq {
+		return expired
+	}
+	for _, subj := range subjects {
+		si, err := b.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+		if err != nil {
+			return fmt.Errorf("stream info %s: %w: %w", subj, stream.ErrUnavailable, err)
+		}
+		if si.State.Subjects[subj] < uint64(b.opts.HistorySize) {
+			continue
+		}
+		first, err := b.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+		if err != nil {
+			return fmt.Errorf("first message of %s: %w: %w", subj, stream.ErrUnavailable, err)
+		}
+		if first.Sequence > after {
+			return expired
+		}
+	}
+	return nil
+}
+
+// parseID returns the sequence an id of this stream names.
+func (b *Broker) parseID(id string) (uint64, *stream.GapError) {
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 {
+		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapMalformed}
+	}
+	seq, err := strconv.ParseUint(id[i+1:], 10, 64)
+	if err != nil {
+		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapMalformed}
+	}
+	if id[:i] != b.epoch {
+		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapUnknownStream}
+	}
+	return seq, nil
+}
+
+// Close stops delivery and closes the connection.
+func (b *Broker) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(b.stop)
+	b.wg.Wait()
+	b.mu.Lock()
+	if b.consume != nil {
+		b.consume.Stop()
+	}
+	b.mu.Unlock()
+	b.nc.Close()
+	return nil
+}

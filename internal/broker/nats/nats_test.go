@@ -1,0 +1,200 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
+	"github.com/sse-service/sse-service/internal/stream"
+)
+
+// natsServer is a real nats-server with JetStream, in this process, on a
+// loopback port; its storage survives a restart.
+type natsServer struct {
+	t    *testing.T
+	dir  string
+	port int
+	srv  *server.Server
+}
+
+func startNATS(t *testing.T) *natsServer {
+	t.Helper()
+	ns := &natsServer{t: t, dir: t.TempDir(), port: -1}
+	ns.start()
+	t.Cleanup(ns.stop)
+	return ns
+}
+
+func (ns *natsServer) start() {
+	ns.t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: ns.port, JetStream: true, StoreDir: ns.dir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		ns.t.Fatalf("nats-server: %v", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		ns.t.Fatal("nats-server did not start")
+	}
+	ns.srv = srv
+	ns.port = srv.Addr().(*net.TCPAddr).Port // the same port after a restart
+}
+
+func (ns *natsServer) url() string { return ns.srv.ClientURL() }
+
+func (ns *natsServer) stop() {
+	if ns.srv != nil {
+		ns.srv.Shutdown()
+		ns.srv.WaitForShutdown()
+		ns.srv = nil
+	}
+}
+
+func newBroker(t *testing.T, ns *natsServer, opts natsbroker.Options) *natsbroker.Broker {
+	t.Helper()
+	opts.URL = ns.url()
+	opts.ManageStream = true
+	b, err := natsbroker.New(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("broker: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// sink collects delivered events.
+type sink struct {
+	mu  sync.Mutex
+	evs []*stream.Event
+}
+
+func (s *sink) deliver(ev *stream.Event) {
+	s.mu.Lock()
+	s.evs = append(s.evs, ev)
+	s.mu.Unlock()
+}
+
+func (s *sink) wait(t *testing.T, n int) []*stream.Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := slices.Clone(s.evs)
+		s.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d events, want %d", len(got), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func publish(t *testing.T, b *natsbroker.Broker, m stream.Message) stream.Published {
+	t.Helper()
+	res, err := b.Publish(context.Background(), []stream.Message{m})
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	return res[0]
+}
+
+func TestPublishReachesEveryReplicaInOrder(t *testing.T) {
+	ns := startNATS(t)
+	a := newBroker(t, ns, natsbroker.Options{})
+	b := newBroker(t, ns, natsbroker.Options{})
+	var sa, sb sink
+	a.Attach(sa.deliver)
+	b.Attach(sb.deliver)
+
+	// Topics with characters NATS subjects treat specially.
+	topics := []string{"a.b", "x*y", "orders/42", "u@d:~-_", "a", "a.b.>"}
+	var ids []string
+	for i, topic := range topics {
+		ids = append(ids, publish(t, a, stream.Message{Topic: topic, Type: "t", Data: fmt.Sprint("line\n", i)}).ID)
+	}
+	for _, s := range []*sink{&sa, &sb} {
+		got := s.wait(t, len(topics))
+		for i, ev := range got {
+			if ev.ID != ids[i] || ev.Topic != topics[i] || ev.Type != "t" {
+				t.Fatalf("event %d = %s %q %q, want %s %q", i, ev.ID, ev.Topic, ev.Type, ids[i], topics[i])
+			}
+			if want := string(stream.AppendEvent(nil, ids[i], "t", fmt.Sprint("line\n", i))); string(ev.Frame) != want {
+				t.Fatalf("frame %q, want %q", ev.Frame, want)
+			}
+		}
+	}
+}
+
+func TestResumeOnAnotherReplicaAndAfterRestart(t *testing.T) {
+	ns := startNATS(t)
+	a := newBroker(t, ns, natsbroker.Options{})
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, publish(t, a, stream.Message{Topic: []string{"t", "other"}[i%2], Data: fmt.Sprint(i)}).ID)
+	}
+	b := newBroker(t, ns, natsbroker.Options{}) // another replica, started later
+	head := b.Attach(func(*stream.Event) {})
+	var got []string
+	err := b.Replay(context.Background(), []string{"t"}, ids[0], head.Seq, func(ev *stream.Event) error {
+		got = append(got, ev.ID)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if want := []string{ids[2], ids[4], ids[6], ids[8]}; !slices.Equal(got, want) {
+		t.Fatalf("replayed %v, want %v", got, want)
+	}
+}
+
+func TestServerDownPublishFailsFastAndStreamsContinueAfter(t *testing.T) {
+	ns := startNATS(t)
+	br := newBroker(t, ns, natsbroker.Options{RequestTimeout: time.Second})
+	var s sink
+	br.Attach(s.deliver)
+	before := publish(t, br, stream.Message{Topic: "t", Data: "before"})
+	s.wait(t, 1)
+
+	ns.stop()
+	_, err := br.Publish(context.Background(), []stream.Message{{Topic: "t", Data: "while down"}})
+	if !errors.Is(err, stream.ErrUnavailable) {
+		t.Fatalf("publish while NATS is down: %v, want ErrUnavailable", err)
+	}
+	if br.Ready() {
+		t.Fatal("Ready while NATS is down")
+	}
+
+	ns.start()
+	deadline := time.Now().Add(15 * time.Second)
+	var after stream.Published
+	for {
+		res, err := br.Publish(context.Background(), []stream.Message{{Topic: "t", Data: "after"}})
+		if err == nil {
+			after = res[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publish after restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := s.wait(t, 2)
+	if got[0].ID != before.ID || got[1].ID != after.ID || len(got) != 2 {
+		var ids []string
+		for _, ev := range got {
+			ids = append(ids, ev.ID)
+		}
+		t.Fatalf("delivered %v, want [%s %s]: the publish answered 503 must never arrive", ids, before.ID, after.ID)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/sse-service/sse-service/api"
 	"github.com/sse-service/sse-service/internal/admin"
 	"github.com/sse-service/sse-service/internal/broker/memory"
+	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
 	"github.com/sse-service/sse-service/internal/config"
 	"github.com/sse-service/sse-service/internal/httpapi"
 	"github.com/sse-service/sse-service/internal/metrics"
@@ -103,11 +104,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	m.SetMaxConnections(cfg.MaxConnections)
-	broker := memory.New(memory.Options{
-		HistorySize:       cfg.HistorySize,
-		HistoryTTL:        cfg.HistoryTTL,
-		IdempotencyWindow: cfg.IdempotencyWindow,
-	})
+	broker, brokerReady, err := newBroker(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	defer broker.Close()
 	hub := stream.NewHub(broker, m, log, stream.Options{
 		ClientBuffer:      cfg.ClientBuffer,
@@ -144,7 +144,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		Propagator:      tracing.Propagator,
 	})
 	var ready atomic.Bool
-	adminSrv := admin.NewServer(reg, log, admin.Options{Ready: ready.Load, PProf: cfg.PProf})
+	adminSrv := admin.NewServer(reg, log, admin.Options{
+		Ready: func() bool { return ready.Load() && brokerReady() },
+		PProf: cfg.PProf,
+	})
 
 	publicLn, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -170,7 +173,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	serve("admin", adminSrv, adminLn)
 	clockCtx, stopClock := context.WithCancel(context.Background())
 	if cfg.ClockInterval > 0 {
-		wg.Go(func() { stream.RunClock(clockCtx, hub, cfg.ClockInterval, log) })
+		// On a shared broker every replica ticks: the clock stays local.
+		local := cfg.Broker != "memory"
+		wg.Go(func() { stream.RunClock(clockCtx, hub, cfg.ClockInterval, local, log) })
 	}
 
 	ready.Store(true)
@@ -210,6 +215,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// newBroker returns the configured backend and a readiness check for it.
+func newBroker(ctx context.Context, cfg config.Config, log *slog.Logger) (stream.Broker, func() bool, error) {
+	switch cfg.Broker {
+	case "nats":
+		b, err := natsbroker.New(ctx, natsbroker.Options{
+			URL:               cfg.NATSURL,
+			CredsFile:         cfg.NATSCredsFile,
+			CAFile:            cfg.NATSCAFile,
+			Stream:            cfg.NATSStream,
+			SubjectPrefix:     cfg.NATSSubjectPrefix,
+			Replicas:          cfg.NATSReplicas,
+			ManageStream:      cfg.NATSManageStream,
+			HistorySize:       cfg.HistorySize,
+			HistoryTTL:        cfg.HistoryTTL,
+			IdempotencyWindow: cfg.IdempotencyWindow,
+			Log:               log,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("SSE_BROKER=nats: %w", err)
+		}
+		return b, b.Ready, nil
+	default:
+		b := memory.New(memory.Options{
+			HistorySize:       cfg.HistorySize,
+			HistoryTTL:        cfg.HistoryTTL,
+			IdempotencyWindow: cfg.IdempotencyWindow,
+		})
+		return b, func() bool { return true }, nil
+	}
 }
 
 func newLogger(w io.Writer, cfg config.Config) *slog.Logger {

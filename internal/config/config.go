@@ -53,6 +53,15 @@ type Config struct {
 	MaxBatchEvents    int      `envconfig:"MAX_BATCH_EVENTS" default:"1000" desc:"most events in one batch publish"`
 	MaxBatchBytes     int      `envconfig:"MAX_BATCH_BYTES" default:"1048576" desc:"largest batch publish body in bytes (413 above)"`
 
+	Broker            string `envconfig:"BROKER" default:"memory" desc:"where events live: memory (one instance) or nats (replicas share them through NATS JetStream)"`
+	NATSURL           string `envconfig:"NATS_URL" desc:"NATS server URLs, comma separated (required with SSE_BROKER=nats), e.g. nats://nats:4222"`
+	NATSCredsFile     string `envconfig:"NATS_CREDS_FILE" desc:"NATS credentials file (optional)"`
+	NATSCAFile        string `envconfig:"NATS_CA_FILE" desc:"CA certificate file for TLS to NATS (optional)"`
+	NATSStream        string `envconfig:"NATS_STREAM" default:"SSE" desc:"JetStream stream name"`
+	NATSSubjectPrefix string `envconfig:"NATS_SUBJECT_PREFIX" default:"sse" desc:"subject prefix of the stream's subjects"`
+	NATSReplicas      int    `envconfig:"NATS_REPLICAS" default:"1" desc:"stream replicas when the service creates the stream (1, 3 or 5 in a cluster)"`
+	NATSManageStream  bool   `envconfig:"NATS_MANAGE_STREAM" default:"true" desc:"create or update the stream with SSE_HISTORY_SIZE, SSE_HISTORY_TTL and SSE_IDEMPOTENCY_WINDOW; false: it must exist"`
+
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"time allowed for the drain on SIGTERM before the process exits"`
 }
 
@@ -225,6 +234,37 @@ func (c Config) problems() []problem {
 		if _, err := ReadTokensFile(c.PublishTokensFile); err != nil {
 			bad("PUBLISH_TOKENS_FILE", "%v", err)
 		}
+	}
+	switch c.Broker {
+	case "memory":
+	case "nats":
+		if strings.TrimSpace(c.NATSURL) == "" {
+			bad("NATS_URL", "required with SSE_BROKER=nats (e.g. nats://nats:4222, several comma separated)")
+		}
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			if u = strings.TrimSpace(u); u != "" && !strings.Contains(u, "://") {
+				bad("NATS_URL", "%q is not a URL such as nats://host:4222 or tls://host:4222", u)
+			}
+		}
+		if c.NATSStream == "" || strings.ContainsAny(c.NATSStream, " \t.*>/\\") {
+			bad("NATS_STREAM", "%q is not a stream name (no spaces, '.', '*', '>', '/' or '\\')", c.NATSStream)
+		}
+		for _, tok := range strings.Split(c.NATSSubjectPrefix, ".") {
+			if tok == "" || strings.ContainsAny(tok, " \t*>") {
+				bad("NATS_SUBJECT_PREFIX", "%q is not a subject prefix (dot-separated tokens without spaces, '*' or '>')", c.NATSSubjectPrefix)
+				break
+			}
+		}
+		between("NATS_REPLICAS", c.NATSReplicas, 1, 5)
+		for name, path := range map[string]string{"NATS_CREDS_FILE": c.NATSCredsFile, "NATS_CA_FILE": c.NATSCAFile} {
+			if path != "" {
+				if _, err := os.Stat(path); err != nil {
+					bad(name, "%v", err)
+				}
+			}
+		}
+	default:
+		bad("BROKER", "%q is not one of: memory, nats", c.Broker)
 	}
 	return errs
 }

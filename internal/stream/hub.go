@@ -191,6 +191,25 @@ func (h *Hub) Draining() bool {
 	return h.draining
 }
 
+// PublishLocal hands m to this hub's own subscribers only. The event is not
+// stored, has no id (so it moves no client's Last-Event-ID) and is never
+// replayed: it is for a topic that must not go through a shared broker,
+// like the clock, which every replica ticks on its own.
+func (h *Hub) PublishLocal(m Message) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	ev := NewEvent("", 0, m, time.Now())
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.topics[ev.Topic] {
+		if !s.push(ev, h.opts.ClientBuffer) {
+			s.stop(stopSlow)
+		}
+	}
+	return nil
+}
+
 // deliver is the broker's callback: it queues ev for every subscriber of its
 // topic without ever blocking, dropping those whose queue is full.
 func (h *Hub) deliver(ev *Event) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,29 +10,52 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// startNATS runs a real nats-server with JetStream in this process.
-func startNATS(t *testing.T) string {
+// natsServer is a real nats-server with JetStream in this process; its
+// port and storage survive a restart.
+type natsServer struct {
+	t    *testing.T
+	opts server.Options
+	srv  *server.Server
+}
+
+func startNATS(t *testing.T) *natsServer {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
+	ns := &natsServer{t: t, opts: server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
+	}}
+	ns.start()
+	t.Cleanup(ns.stop)
+	return ns
+}
+
+func (ns *natsServer) start() {
+	ns.t.Helper()
+	opts := ns.opts
+	srv, err := server.NewServer(&opts)
 	if err != nil {
-		t.Fatalf("nats-server: %v", err)
+		ns.t.Fatalf("nats-server: %v", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
+		ns.t.Fatal("nats-server did not start")
 	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	return srv.ClientURL()
+	ns.srv = srv
+	ns.opts.Port = srv.Addr().(*net.TCPAddr).Port
 }
 
+func (ns *natsServer) stop() {
+	if ns.srv != nil {
+		ns.srv.Shutdown()
+		ns.srv.WaitForShutdown()
+		ns.srv = nil
+	}
+}
+
+func (ns *natsServer) url() string { return ns.srv.ClientURL() }
+
 func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
-	url := startNATS(t)
-	env := map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": url, "SSE_CLOCK_INTERVAL": "100ms"}
+	ns := startNATS(t)
+	env := map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.url(), "SSE_CLOCK_INTERVAL": "100ms"}
 	a := startService(t, env)
 	b := startService(t, env)
 
@@ -71,6 +95,59 @@ func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
 	}
 	if code := a.status(a.admin + "/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz = %d with NATS up", code)
+	}
+}
+
+// TestNATSOutage: while NATS is down, /readyz and publishes answer 503 and
+// open streams stay open; after it is back, streams continue and every
+// acknowledged event is there.
+func TestNATSOutage(t *testing.T) {
+	ns := startNATS(t)
+	s := startService(t, map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.url(), "SSE_HEARTBEAT_INTERVAL": "200ms"})
+	c := s.subscribe("/v1/events?topic=t")
+	before := s.publish("t", "before")
+	if ev := c.next(); ev.ID != before {
+		t.Fatalf("got %+v", ev)
+	}
+
+	ns.stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for s.status(s.admin+"/readyz") != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz stayed 200 with NATS down")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := s.post("/v1/topics/t/events", `{"data":"while down"}`, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("publish with NATS down = %d %s, want 503", code, body)
+	}
+	// The stream is still open: heartbeats keep coming.
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended while NATS was down: %v", err)
+		}
+		if line == ": heartbeat\n" {
+			break
+		}
+	}
+
+	ns.start()
+	deadline = time.Now().Add(20 * time.Second)
+	for s.status(s.admin+"/readyz") != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz did not come back after NATS did")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	after := s.publish("t", "after")
+	if ev := c.next(); ev.ID != after {
+		t.Fatalf("after the outage got %+v, want %s (the 503 publish must never arrive)", ev, after)
+	}
+	resumed := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+before)
+	if ev := resumed.next(); ev.ID != after {
+		t.Fatalf("resume after the outage got %+v, want only %s", ev, after)
 	}
 }
 

@@ -34,6 +34,10 @@ import (
 const (
 	headerType  = "Sse-Event"
 	headerMsgID = "Nats-Msg-Id" // JetStream's de-duplication
+	// headerPrev holds the stream sequence of the previous event on the same
+	// topic. A resume reads it on the first retained event after its id: a
+	// previous event after the id that is no longer there means a gap.
+	headerPrev = "Sse-Prev"
 )
 
 // Options configure the broker. Zero values take the defaults noted.
@@ -107,6 +111,10 @@ type Broker struct {
 
 	mu      sync.Mutex // guards consume
 	consume jetstream.ConsumeContext
+
+	lastMu sync.Mutex        // guards last and stored
+	last   map[string]uint64 // subject -> newest sequence ever seen (the Sse-Prev chain)
+	stored map[string]uint64 // subject -> newest sequence the server holds, as last seen
 }
 
 var _ stream.Broker = (*Broker)(nil)
@@ -148,7 +156,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	b := &Broker{opts: opts, nc: nc, js: js, prop: propagation.TraceContext{}, stop: make(chan struct{})}
+	b := &Broker{opts: opts, nc: nc, js: js, prop: propagation.TraceContext{}, stop: make(chan struct{}), last: map[string]uint64{}, stored: map[string]uint64{}}
 	if err := b.openStream(ctx); err != nil {
 		nc.Close()
 		return nil, err
@@ -192,7 +200,46 @@ func (b *Broker) openStream(ctx context.Context) error {
 // Ready reports whether the broker can take publishes now.
 func (b *Broker) Ready() bool { return !b.closed.Load() && b.nc.IsConnected() }
 
+// ID is the id of the event with stream sequence seq.
+func (b *Broker) ID(seq uint64) string { return b.id(seq) }
+
 func (b *Broker) id(seq uint64) string { return b.epoch + "-" + strconv.FormatUint(seq, 10) }
+
+// noteLast records seq as the newest event on subject.
+func (b *Broker) noteLast(subject string, seq uint64) {
+	b.lastMu.Lock()
+	defer b.lastMu.Unlock()
+	b.last[subject] = max(b.last[subject], seq)
+	b.stored[subject] = max(b.stored[subject], seq)
+}
+
+// lastOf returns the Sse-Prev value for the next event on subject, and the
+// sequence the server should hold as the subject's last.
+func (b *Broker) lastOf(subject string) (prev, stored uint64) {
+	b.lastMu.Lock()
+	defer b.lastMu.Unlock()
+	return b.last[subject], b.stored[subject]
+}
+
+// refreshLast asks the server for the newest sequence it holds on subject.
+// The chain keeps a newer one the server no longer holds (expired by age):
+// the next event must still name it, so a resume from before it sees the gap.
+func (b *Broker) refreshLast(ctx context.Context, subject string) error {
+	var seq uint64
+	m, err := b.stream.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return err
+	default:
+		seq = m.Sequence
+	}
+	b.lastMu.Lock()
+	b.stored[subject] = seq
+	b.last[subject] = max(b.last[subject], seq)
+	b.lastMu.Unlock()
+	return nil
+}
 
 func (b *Broker) subject(topic string) string {
 	return b.opts.SubjectPrefix + "." + base64.RawURLEncoding.EncodeToString([]byte(topic))
@@ -230,6 +277,7 @@ func (b *Broker) consumeFrom(deliver func(*stream.Event), start uint64) {
 			var cc jetstream.ConsumeContext
 			cc, err = cons.Consume(func(msg jetstream.Msg) {
 				if ev, ok := b.decode(msg); ok {
+					b.noteLast(msg.Subject(), ev.Seq)
 					deliver(ev)
 				}
 			})
@@ -293,9 +341,7 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 		if m.Trace.IsValid() {
 			b.prop.Inject(trace.ContextWithSpanContext(context.Background(), m.Trace), propagation.HeaderCarrier(msg.Header))
 		}
-		pctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
-		ack, err := b.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(b.opts.Stream))
-		cancel()
+		ack, err := b.publishChained(ctx, msg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -305,6 +351,34 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 		out[i] = stream.Published{ID: b.id(ack.Sequence), Duplicate: ack.Duplicate}
 	}
 	return out, nil
+}
+
+// publishChained publishes msg with the sequence of the topic's previous
+// event in its Sse-Prev header, kept exact by JetStream's expected last
+// subject sequence check: when another publish (on any replica) got in
+// first, the newest sequence is fetched and the publish tried again. One
+// residual blind spot: a replica that starts after a topic's last events
+// expired, and publishes on it first, cannot name them.
+func (b *Broker) publishChained(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		prev, stored := b.lastOf(msg.Subject)
+		msg.Header.Set(headerPrev, strconv.FormatUint(prev, 10))
+		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(b.opts.Stream), jetstream.WithExpectLastSequencePerSubject(stored))
+		if err == nil {
+			b.noteLast(msg.Subject, ack.Sequence)
+			return ack, nil
+		}
+		var apiErr *jetstream.APIError
+		if attempt >= 20 || !errors.As(err, &apiErr) ||
+			(apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence && apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return nil, err
+		}
+		if err := b.refreshLast(ctx, msg.Subject); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // Replay implements stream.Broker.
@@ -375,36 +449,39 @@ func (b *Broker) Replay(ctx context.Context, topics []string, lastEventID string
 	}
 }
 
-// checkRetained reports a gap when events after `after` on subjects may
-// have been removed. JetStream removes by age from the head of the stream,
-// so anything missing below the stream's first sequence is gone; and it
-// removes by count per subject, which can only have happened to a subject
-// that is full. Both checks are conservative: they may report a gap that
-// did not cost this client an event, never the other way round.
+// checkRetained reports a gap when events after `after` on subjects were
+// removed. The Sse-Prev chain shows it exactly whenever an event after the
+// id is still there: if the first retained event after the id on a subject
+// names a previous event that is also after the id, that one is gone
+// (removed by the per-subject count or by age). When nothing after the id is
+// left on a subject, only age can have removed it all (the count limit keeps
+// the newest), and age removes from the head of the stream: an id below the
+// stream's first sequence then counts as a gap (conservatively).
 func (b *Broker) checkRetained(ctx context.Context, subjects []string, lastEventID string, after uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
 	defer cancel()
 	expired := &stream.GapError{LastEventID: lastEventID, Reason: stream.GapExpired}
-	info, err := b.stream.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("stream info: %w: %w", stream.ErrUnavailable, err)
-	}
-	if after+1 < info.State.FirstSeq {
-		return expired
-	}
+	var firstSeq uint64 // of the stream, fetched when needed
 	for _, subj := range subjects {
-		si, err := b.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
-		if err != nil {
-			return fmt.Errorf("stream info %s: %w: %w", subj, stream.ErrUnavailable, err)
-		}
-		if si.State.Subjects[subj] < uint64(b.opts.HistorySize) {
+		next, err := b.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			if firstSeq == 0 {
+				info, err := b.stream.Info(ctx)
+				if err != nil {
+					return fmt.Errorf("stream info: %w: %w", stream.ErrUnavailable, err)
+				}
+				firstSeq = info.State.FirstSeq
+			}
+			if after+1 < firstSeq {
+				return expired
+			}
 			continue
 		}
-		first, err := b.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
 		if err != nil {
-			return fmt.Errorf("first message of %s: %w: %w", subj, stream.ErrUnavailable, err)
+			return fmt.Errorf("next message of %s: %w: %w", subj, stream.ErrUnavailable, err)
 		}
-		if first.Sequence > after {
+		prev, err := strconv.ParseUint(next.Header.Get(headerPrev), 10, 64)
+		if err != nil || prev > after {
 			return expired
 		}
 	}

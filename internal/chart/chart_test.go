@@ -165,6 +165,11 @@ type rendering struct {
 	ingress        bool
 	httpRoute      bool
 	hpa            bool
+	// nats: config.BROKER=nats expected, with these Secrets (name/key)
+	// mounted for SSE_NATS_CREDS_FILE and SSE_NATS_CA_FILE ("" when none).
+	nats               bool
+	natsCreds, natsCA  [2]string
+	natsStreamReplicas string
 }
 
 var renderings = []rendering{
@@ -181,6 +186,14 @@ var renderings = []rendering{
 		args:           []string{"-f", chartDir + "/ci/production-values.yaml"},
 		existingSecret: "sse-publish-tokens",
 		monitoring:     true, ingress: true, httpRoute: true, hpa: true,
+		nats: true, natsCreds: [2]string{"sse-nats-creds", "nats.creds"}, natsStreamReplicas: "3",
+	},
+	{
+		name: "nats with creds and CA secrets",
+		args: []string{"--set", "config.BROKER=nats", "--set", "config.NATS_URL=nats://a:4222\\,nats://b:4222",
+			"--set", "nats.credsSecret.name=creds", "--set", "nats.credsSecret.key=user.creds",
+			"--set", "nats.caSecret.name=nats-ca"},
+		nats: true, natsCreds: [2]string{"creds", "user.creds"}, natsCA: [2]string{"nats-ca", "ca.crt"},
 	},
 }
 
@@ -320,6 +333,49 @@ func TestChart(t *testing.T) {
 				sum := sha256.Sum256(tok)
 				if got := str(get(dep, "spec", "template", "metadata", "annotations", "checksum/secret")); got != hex.EncodeToString(sum[:]) {
 					t.Errorf("checksum/secret annotation %q does not match the rendered Secret", got)
+				}
+			})
+
+			t.Run("broker", func(t *testing.T) {
+				if !r.nats {
+					if b, ok := env["SSE_BROKER"]; ok && b != "memory" {
+						t.Errorf("SSE_BROKER=%q, want memory (or unset)", b)
+					}
+					for _, k := range []string{"SSE_NATS_CREDS_FILE", "SSE_NATS_CA_FILE"} {
+						if _, ok := env[k]; ok {
+							t.Errorf("%s set without nats secrets", k)
+						}
+					}
+					return
+				}
+				if env["SSE_BROKER"] != "nats" {
+					t.Errorf("SSE_BROKER=%q, want nats", env["SSE_BROKER"])
+				}
+				if !strings.Contains(env["SSE_NATS_URL"], "://") {
+					t.Errorf("SSE_NATS_URL=%q, want nats URLs", env["SSE_NATS_URL"])
+				}
+				if r.natsStreamReplicas != "" && env["SSE_NATS_REPLICAS"] != r.natsStreamReplicas {
+					t.Errorf("SSE_NATS_REPLICAS=%q, want %s", env["SSE_NATS_REPLICAS"], r.natsStreamReplicas)
+				}
+				for _, f := range []struct {
+					env    string
+					secret [2]string
+				}{{"SSE_NATS_CREDS_FILE", r.natsCreds}, {"SSE_NATS_CA_FILE", r.natsCA}} {
+					file, ok := env[f.env]
+					if f.secret[0] == "" {
+						if ok {
+							t.Errorf("%s=%q without its Secret", f.env, file)
+						}
+						continue
+					}
+					if file == "" {
+						t.Errorf("%s not set, want the file of Secret %s", f.env, f.secret[0])
+						continue
+					}
+					name, key := secretFile(t, c, pod, file)
+					if name != f.secret[0] || key != f.secret[1] {
+						t.Errorf("%s=%s comes from Secret %q key %q, want %q key %q", f.env, file, name, key, f.secret[0], f.secret[1])
+					}
 				}
 			})
 
@@ -545,6 +601,44 @@ func TestChart(t *testing.T) {
 	}
 }
 
+// secretFile finds the read-only Secret volume mount holding file and
+// returns the Secret's name and the key the file comes from.
+func secretFile(t *testing.T, c, pod map[string]any, file string) (name, key string) {
+	t.Helper()
+	var mount map[string]any
+	for _, m := range list(c["volumeMounts"]) {
+		if strings.HasPrefix(file, strings.TrimSuffix(str(get(m, "mountPath")), "/")+"/") {
+			mount = asMap(m)
+		}
+	}
+	if mount == nil {
+		t.Errorf("no volumeMount holds %s", file)
+		return "", ""
+	}
+	if mount["readOnly"] != true {
+		t.Errorf("mount %v of %s is not readOnly", mount["mountPath"], file)
+	}
+	rel := strings.TrimPrefix(file, strings.TrimSuffix(str(mount["mountPath"]), "/")+"/")
+	var vol map[string]any
+	for _, v := range list(pod["volumes"]) {
+		if str(get(v, "name")) == str(mount["name"]) {
+			vol = asMap(v)
+		}
+	}
+	name = str(get(vol, "secret", "secretName"))
+	if name == "" {
+		t.Errorf("volume %v of %s is not a Secret volume", mount["name"], file)
+		return "", ""
+	}
+	key = rel
+	for _, it := range list(get(vol, "secret", "items")) {
+		if str(get(it, "path")) == rel {
+			key = str(get(it, "key"))
+		}
+	}
+	return name, key
+}
+
 // TestChartRefuses checks values the chart must reject.
 func TestChartRefuses(t *testing.T) {
 	helm := helmBin(t)
@@ -555,6 +649,14 @@ func TestChartRefuses(t *testing.T) {
 		{"--set", "config.HEARTBEAT_INTERVALL=15s"},
 		{"--set", "config.LOG_FORMAT=xml"},
 		{"--set", "httpRoute.enabled=true"}, // no parentRefs
+		{"--set", "config.BROKER=redis"},
+		{"--set", "config.BROKER=nats"}, // no NATS_URL
+		{"--set", "config.BROKER=nats", "--set", "config.NATS_URL="},
+		{"--set", "config.BROKER=nats", "--set", "config.NATS_URL=nats.nats:4222"}, // not a URL
+		{"--set", "config.NATS_REPLICAS=7"},
+		{"--set", "config.NATS_CREDS_FILE=/etc/nats.creds"}, // set from nats.credsSecret
+		{"--set", "config.NATS_CA_FILE=/etc/ca.crt"},        // set from nats.caSecret
+		{"--set", "nats.credsSecret.key=../x"},
 	} {
 		if _, err := helmTemplate(helm, args...); err == nil {
 			t.Errorf("helm template %v succeeded, want an error", args)

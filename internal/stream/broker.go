@@ -29,6 +29,8 @@ type Broker interface {
 	// now on, in Seq order, each exactly once, from one goroutine at a time,
 	// and returns the position of the newest event stored before. deliver
 	// must not block. Attach is called once, by NewHub, before any Publish.
+	// A broker that finds events were removed before it could deliver them
+	// passes a loss marker (see NewLossMarker) in their place.
 	Attach(deliver func(*Event)) Position
 
 	// Publish validates nothing (the hub did), stores msgs in order and
@@ -48,6 +50,15 @@ type Broker interface {
 
 	// Close releases the broker's resources. Publish and Replay fail after it.
 	Close() error
+}
+
+// NewLossMarker is what a broker delivers in place of events it lost before
+// delivering them (a distributed broker's retention can remove events before
+// a lagging replica reads them). Their topics are unknown, so the hub tells
+// every open stream with an sse-gap event rather than skip silently. id and
+// seq are the last lost event's; lastID is the last event delivered before.
+func NewLossMarker(id string, seq uint64, lastID string) *Event {
+	return &Event{ID: id, Seq: seq, Type: TypeGap, Published: time.Now(), lostAfter: lastID}
 }
 
 // Published is the outcome of publishing one message.

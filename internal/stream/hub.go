@@ -213,6 +213,10 @@ func (h *Hub) PublishLocal(m Message) error {
 // deliver is the broker's callback: it queues ev for every subscriber of its
 // topic without ever blocking, dropping those whose queue is full.
 func (h *Hub) deliver(ev *Event) {
+	if ev.isLossMarker() {
+		h.deliverLoss(ev)
+		return
+	}
 	h.mu.Lock()
 	h.head = Position{Seq: ev.Seq, ID: ev.ID}
 	for s := range h.topics[ev.Topic] {
@@ -221,6 +225,32 @@ func (h *Hub) deliver(ev *Event) {
 		}
 	}
 	h.mu.Unlock()
+}
+
+// deliverLoss sends every open stream one sse-gap event for events the
+// broker lost before delivering them. Its id is the last lost event's, so a
+// client that reconnects resumes after the loss.
+func (h *Hub) deliverLoss(marker *Event) {
+	gap := &Event{
+		ID: marker.ID, Seq: marker.Seq, Type: TypeGap, Published: marker.Published,
+		Frame: appendGap(nil, marker.ID, &GapError{LastEventID: marker.lostAfter, Reason: GapExpired}),
+	}
+	h.log.Warn("broker lost events before delivering them: every stream gets an sse-gap", "last_lost", marker.ID)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.head = Position{Seq: marker.Seq, ID: marker.ID}
+	seen := map[*subscriber]bool{}
+	for _, set := range h.topics {
+		for s := range set {
+			if seen[s] {
+				continue
+			}
+			seen[s] = true
+			if !s.push(gap, h.opts.ClientBuffer) {
+				s.stop(stopSlow)
+			}
+		}
+	}
 }
 
 // register adds s to its topics and returns the newest event it will not be

@@ -369,3 +369,19 @@ func TestWriteDelayBatchesEventsThatComeSoonAfterAWrite(t *testing.T) {
 		<-done
 	})
 }
+
+func TestLossMarkerGivesEveryStreamOneGapEvent(t *testing.T) {
+	fb := &feedBroker{} // delivers what the test hands it, as a broker would
+	hub := stream.NewHub(fb, stream.NopMetrics{}, discardLogger(), stream.Options{})
+	a, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"a"}})
+	ab, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"a", "b"}})
+	fb.deliver(stream.NewLossMarker("ep-7", 7, "ep-3"))
+	fb.deliver(stream.NewEvent("ep-8", 8, stream.Message{Topic: "a", Data: "after"}, time.Now()))
+	for name, c := range map[string]*recConn{"a": a, "a+b": ab} {
+		got := parseWire(c.waitFor(t, "the event after the loss", func(s string) bool { return strings.Contains(s, "ep-8") }))
+		if len(got) != 2 || got[0].Type != stream.TypeGap || got[0].ID != "ep-7" ||
+			got[0].Data != `{"lastEventId":"ep-3","reason":"expired"}` || got[1].ID != "ep-8" {
+			t.Fatalf("stream %s got %+v, want one sse-gap (id ep-7) then ep-8", name, got)
+		}
+	}
+}

@@ -279,11 +279,22 @@ func (b *Broker) consumeFrom(deliver func(*stream.Event), start uint64) {
 		cancel()
 		if err == nil {
 			var cc jetstream.ConsumeContext
+			last := start - 1 // the stream sequence delivered last
 			cc, err = cons.Consume(func(msg jetstream.Msg) {
-				if ev, ok := b.decode(msg); ok {
-					b.noteLast(msg.Subject(), ev.Seq)
-					deliver(ev)
+				ev, ok := b.decode(msg)
+				if !ok {
+					return
 				}
+				// The consumer covers every subject of the stream, so a jump
+				// in the sequence means events were removed (by the
+				// per-subject limit or by age) before this replica read
+				// them: say so rather than skip them silently.
+				if ev.Seq > last+1 {
+					deliver(stream.NewLossMarker(b.id(ev.Seq-1), ev.Seq-1, b.id(last)))
+				}
+				last = ev.Seq
+				b.noteLast(msg.Subject(), ev.Seq)
+				deliver(ev)
 			})
 			if err == nil {
 				b.mu.Lock()

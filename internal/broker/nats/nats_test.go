@@ -198,3 +198,27 @@ func TestServerDownPublishFailsFastAndStreamsContinueAfter(t *testing.T) {
 		t.Fatalf("delivered %v, want [%s %s]: the publish answered 503 must never arrive", ids, before.ID, after.ID)
 	}
 }
+
+// TestEventsRemovedBeforeDeliveryAreReportedNotSkipped: a replica that reads
+// the stream after retention removed events gets a loss marker in their
+// place, never a silent jump.
+func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
+	ns := startNATS(t)
+	pub := newBroker(t, ns, natsbroker.Options{HistorySize: 3})
+	late := newBroker(t, ns, natsbroker.Options{HistorySize: 3}) // head 0, not yet reading
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, publish(t, pub, stream.Message{Topic: "t", Data: fmt.Sprint(i)}).ID)
+	}
+	var s sink
+	late.Attach(s.deliver) // events 1-7 are gone by now
+	got := s.wait(t, 4)
+	if got[0].Type != stream.TypeGap || got[0].ID != ids[6] {
+		t.Fatalf("first delivery = %s %q, want a loss marker with id %s", got[0].ID, got[0].Type, ids[6])
+	}
+	for i, ev := range got[1:] {
+		if ev.ID != ids[7+i] {
+			t.Fatalf("after the marker got %s, want %s", ev.ID, ids[7+i])
+		}
+	}
+}

@@ -104,6 +104,7 @@ func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
 func TestNATSOutage(t *testing.T) {
 	ns := startNATS(t)
 	s := startService(t, map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.url(), "SSE_HEARTBEAT_INTERVAL": "200ms"})
+	zero := s.publish("t", "zero")
 	c := s.subscribe("/v1/events?topic=t")
 	before := s.publish("t", "before")
 	if ev := c.next(); ev.ID != before {
@@ -120,6 +121,11 @@ func TestNATSOutage(t *testing.T) {
 	}
 	if code, body := s.post("/v1/topics/t/events", `{"data":"while down"}`, nil); code != http.StatusServiceUnavailable {
 		t.Fatalf("publish with NATS down = %d %s, want 503", code, body)
+	}
+	// A resume that needs the history cannot read it now: 503 with
+	// Retry-After. (One at the newest event needs nothing and is served.)
+	if r := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+zero); r.code != http.StatusServiceUnavailable || r.head.Get("Retry-After") == "" {
+		t.Fatalf("resume with NATS down = %d (Retry-After %q), want 503 with Retry-After", r.code, r.head.Get("Retry-After"))
 	}
 	// The stream is still open: heartbeats keep coming.
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))

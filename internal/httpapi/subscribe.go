@@ -146,11 +146,16 @@ func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, h
 		}()
 		cc := &chunkConn{conn: conn, head: head, crlf: [2]byte{'\r', '\n'}}
 		res := s.hub.Stream(ctx, cc, sub)
-		if res.Reason == stream.DroppedShutdown {
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		switch {
+		case res.Reason == stream.DroppedShutdown:
 			// End the chunked body properly: the client sees a clean end
 			// and reconnects after the retry it was just sent.
-			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = conn.Write([]byte("0\r\n\r\n"))
+		case res.Reason == stream.ClosedUnavailable && cc.head != nil:
+			// Nothing was sent yet (the history could not be read for a
+			// resume): answer 503 as a handler would.
+			_, _ = conn.Write(unavailableResponse(retryAfter(s.opts.ReconnectJitter)))
 		}
 		conn.Close()
 		<-closed
@@ -167,6 +172,18 @@ func (s *server) track(conn net.Conn, add bool) {
 	} else {
 		delete(s.conns, conn)
 	}
+}
+
+// unavailableResponse is a complete 503 answer for a stream whose resume
+// could not be served because the broker is unreachable.
+func unavailableResponse(retry time.Duration) []byte {
+	body := `{"error":"event backend unavailable, cannot resume now; retry later"}` + "\n"
+	return []byte("HTTP/1.1 503 Service Unavailable\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Cache-Control: no-store\r\n" +
+		"Retry-After: " + strconv.Itoa(int(retry.Seconds())) + "\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
+		"Connection: close\r\n\r\n" + body)
 }
 
 // responseHead is the status line and headers of a stream's response, with

@@ -256,6 +256,9 @@ func (c Config) problems() []problem {
 			}
 		}
 		between("NATS_REPLICAS", c.NATSReplicas, 1, 5)
+		if c.MaxBatchEvents > 1000 {
+			bad("MAX_BATCH_EVENTS", "must be at most 1000 with SSE_BROKER=nats: a batch is stored atomically, and JetStream takes up to 1000 messages in one atomic batch (got %d)", c.MaxBatchEvents)
+		}
 		for name, path := range map[string]string{"NATS_CREDS_FILE": c.NATSCredsFile, "NATS_CA_FILE": c.NATSCAFile} {
 			if path != "" {
 				if _, err := os.Stat(path); err != nil {

@@ -13,6 +13,7 @@ package nats
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -38,6 +40,15 @@ const (
 	// topic. A resume reads it on the first retained event after its id: a
 	// previous event after the id that is no longer there means a gap.
 	headerPrev = "Sse-Prev"
+	// headerPrevBack replaces Sse-Prev on an event whose previous event on
+	// the topic is in the same atomic batch: that one's sequence is this
+	// event's minus the value (a batch is stored at consecutive sequences).
+	headerPrevBack = "Sse-Prev-Back"
+
+	headerExpectLastSubj = "Nats-Expected-Last-Subject-Sequence"
+	headerBatchID        = "Nats-Batch-Id"
+	headerBatchSeq       = "Nats-Batch-Sequence"
+	headerBatchCommit    = "Nats-Batch-Commit"
 )
 
 // Options configure the broker. Zero values take the defaults noted.
@@ -103,6 +114,7 @@ type Broker struct {
 	stream jetstream.Stream
 	epoch  string
 	head   uint64 // last stream sequence when the broker started
+	atomic bool   // the stream takes atomic batches
 	prop   propagation.TextMapPropagator
 
 	closed atomic.Bool
@@ -184,6 +196,8 @@ func (b *Broker) openStream(ctx context.Context) error {
 			MaxMsgsPerSubject: int64(b.opts.HistorySize),
 			MaxAge:            b.opts.HistoryTTL,
 			Duplicates:        b.opts.IdempotencyWindow,
+			// Batches are stored all or nothing (nats-server 2.12+).
+			AllowAtomicPublish: true,
 		})
 	} else {
 		s, err = b.js.Stream(ctx, b.opts.Stream)
@@ -196,6 +210,7 @@ func (b *Broker) openStream(ctx context.Context) error {
 		return fmt.Errorf("jetstream stream %s info: %w", b.opts.Stream, err)
 	}
 	b.stream = s
+	b.atomic = info.Config.AllowAtomicPublish
 	b.epoch = strconv.FormatInt(info.Created.UnixNano(), 36)
 	b.head = info.State.LastSeq
 	return nil
@@ -341,7 +356,7 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	out := make([]stream.Published, len(msgs))
+	built := make([]*nats.Msg, len(msgs))
 	for i, m := range msgs {
 		msg := nats.NewMsg(b.subject(m.Topic))
 		msg.Data = []byte(m.Data)
@@ -356,6 +371,30 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 		if m.Trace.IsValid() {
 			b.prop.Inject(trace.ContextWithSpanContext(context.Background(), m.Trace), propagation.HeaderCarrier(msg.Header))
 		}
+		built[i] = msg
+	}
+	if len(built) > 1 && b.atomic {
+		// All or nothing, so a 503 never leaves part of a batch stored.
+		out, err := b.publishAtomic(ctx, built)
+		if !errors.Is(err, errBatchRepeated) {
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				return nil, fmt.Errorf("publish batch of %d to %s: %w: %w", len(built), b.opts.Stream, stream.ErrUnavailable, err)
+			}
+			return out, nil
+		}
+		// A batch repeated with its idempotency key: JetStream refuses it
+		// whole, and single publishes answer each repeat with its first id.
+		for _, msg := range built {
+			for _, h := range []string{headerBatchID, headerBatchSeq, headerBatchCommit, headerPrevBack} {
+				msg.Header.Del(h)
+			}
+		}
+	}
+	out := make([]stream.Published, len(msgs))
+	for i, msg := range built {
 		ack, err := b.publishChained(ctx, msg)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -366,6 +405,95 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 		out[i] = stream.Published{ID: b.id(ack.Sequence), Duplicate: ack.Duplicate}
 	}
 	return out, nil
+}
+
+// errBatchRepeated: an atomic batch holds an idempotency key already stored.
+var errBatchRepeated = errors.New("batch repeats stored idempotency keys")
+
+// batchAck is JetStream's answer to the commit of an atomic batch.
+type batchAck struct {
+	Sequence uint64 `json:"seq"`
+	Count    int    `json:"count"`
+	Error    *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// errCodeBatchDuplicate is JetStream's "atomic publish batch contains
+// duplicate message id".
+const errCodeBatchDuplicate = 10201
+
+// publishAtomic stores msgs as one atomic batch and returns their ids. The
+// Sse-Prev chain holds across it: the first event of each topic names the
+// topic's previous event (checked like a single publish), later ones name
+// theirs in the batch by distance.
+func (b *Broker) publishAtomic(ctx context.Context, msgs []*nats.Msg) ([]stream.Published, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		batch := nuid.Next()
+		lastAt := map[string]int{} // subject -> index of its latest message in the batch
+		var reply *nats.Msg
+		for i, msg := range msgs {
+			h := msg.Header
+			for _, k := range []string{headerPrev, headerPrevBack, headerExpectLastSubj, headerBatchCommit} {
+				h.Del(k)
+			}
+			h.Set(headerBatchID, batch)
+			h.Set(headerBatchSeq, strconv.Itoa(i+1))
+			if j, ok := lastAt[msg.Subject]; ok {
+				h.Set(headerPrevBack, strconv.Itoa(i-j))
+			} else {
+				prev, stored := b.lastOf(msg.Subject)
+				h.Set(headerPrev, strconv.FormatUint(prev, 10))
+				h.Set(headerExpectLastSubj, strconv.FormatUint(stored, 10))
+			}
+			lastAt[msg.Subject] = i
+			var err error
+			if i < len(msgs)-1 {
+				err = b.nc.PublishMsg(msg)
+			} else {
+				h.Set(headerBatchCommit, "1")
+				reply, err = b.nc.RequestMsgWithContext(ctx, msg)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		var ack batchAck
+		if err := json.Unmarshal(reply.Data, &ack); err != nil {
+			return nil, fmt.Errorf("batch ack: %w", err)
+		}
+		if ack.Error != nil {
+			switch ack.Error.ErrCode {
+			case int(jetstream.JSErrCodeStreamWrongLastSequence), int(jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+				if attempt >= 20 {
+					return nil, fmt.Errorf("batch: %s", ack.Error.Description)
+				}
+				for subj := range lastAt {
+					if err := b.refreshLast(ctx, subj); err != nil {
+						return nil, err
+					}
+				}
+				continue
+			case errCodeBatchDuplicate:
+				return nil, errBatchRepeated
+			}
+			return nil, fmt.Errorf("batch: %s (%d)", ack.Error.Description, ack.Error.ErrCode)
+		}
+		if ack.Count != len(msgs) || ack.Sequence < uint64(len(msgs)) {
+			return nil, fmt.Errorf("batch ack for %d of %d events at %d", ack.Count, len(msgs), ack.Sequence)
+		}
+		out := make([]stream.Published, len(msgs))
+		first := ack.Sequence - uint64(len(msgs)-1)
+		for i, msg := range msgs {
+			out[i] = stream.Published{ID: b.id(first + uint64(i))}
+			b.noteLast(msg.Subject, first+uint64(i))
+		}
+		return out, nil
+	}
 }
 
 // publishChained publishes msg with the sequence of the topic's previous
@@ -496,6 +624,11 @@ func (b *Broker) checkRetained(ctx context.Context, subjects []string, lastEvent
 			return fmt.Errorf("next message of %s: %w: %w", subj, stream.ErrUnavailable, err)
 		}
 		prev, err := strconv.ParseUint(next.Header.Get(headerPrev), 10, 64)
+		if back := next.Header.Get(headerPrevBack); back != "" {
+			var n uint64
+			n, err = strconv.ParseUint(back, 10, 64)
+			prev = next.Sequence - n
+		}
 		if err != nil || prev > after {
 			return expired
 		}

@@ -222,3 +222,31 @@ func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchIsAllOrNothing: JetStream refuses a batch over its atomic batch
+// size at the last event, after the others were sent: none may be stored.
+func TestBatchIsAllOrNothing(t *testing.T) {
+	ns := startNATS(t)
+	br := newBroker(t, ns, natsbroker.Options{})
+	var s sink
+	head := br.Attach(s.deliver)
+	msgs := make([]stream.Message, 1001)
+	for i := range msgs {
+		msgs[i] = stream.Message{Topic: fmt.Sprint("t", i%3), Data: fmt.Sprint(i)}
+	}
+	if _, err := br.Publish(context.Background(), msgs); !errors.Is(err, stream.ErrUnavailable) {
+		t.Fatalf("publish of a batch JetStream refuses: %v, want ErrUnavailable", err)
+	}
+	ok := publish(t, br, stream.Message{Topic: "t0", Data: "after"})
+	got := s.wait(t, 1)
+	if len(got) != 1 || got[0].ID != ok.ID {
+		t.Fatalf("delivered %d events, first %s; want only %s: part of the refused batch was stored", len(got), got[0].ID, ok.ID)
+	}
+	var replayed []string
+	if err := br.Replay(context.Background(), []string{"t0", "t1", "t2"}, head.ID, got[0].Seq, func(ev *stream.Event) error {
+		replayed = append(replayed, ev.ID)
+		return nil
+	}); err != nil || len(replayed) != 1 {
+		t.Fatalf("replay after the refused batch: %v %v, want only %s", replayed, err, ok.ID)
+	}
+}

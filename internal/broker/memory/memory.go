@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -88,25 +87,10 @@ func (b *Broker) Attach(deliver func(*stream.Event)) stream.Position {
 	return stream.Position{Seq: b.seq, ID: b.id(b.seq)}
 }
 
-func (b *Broker) id(seq uint64) string {
-	return b.epoch + "-" + strconv.FormatUint(seq, 10)
-}
+func (b *Broker) id(seq uint64) string { return stream.FormatID(b.epoch, seq) }
 
 // parseID returns the Seq an id of this broker names.
-func (b *Broker) parseID(id string) (uint64, *stream.GapError) {
-	i := strings.LastIndexByte(id, '-')
-	if i <= 0 {
-		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapMalformed}
-	}
-	seq, err := strconv.ParseUint(id[i+1:], 10, 64)
-	if err != nil {
-		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapMalformed}
-	}
-	if id[:i] != b.epoch {
-		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapUnknownStream}
-	}
-	return seq, nil
-}
+func (b *Broker) parseID(id string) (uint64, *stream.GapError) { return stream.ParseID(id, b.epoch) }
 
 // Publish implements stream.Broker. Events are stored and handed to the hub
 // before it returns.

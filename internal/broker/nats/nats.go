@@ -222,7 +222,7 @@ func (b *Broker) Ready() bool { return !b.closed.Load() && b.nc.IsConnected() }
 // ID is the id of the event with stream sequence seq.
 func (b *Broker) ID(seq uint64) string { return b.id(seq) }
 
-func (b *Broker) id(seq uint64) string { return b.epoch + "-" + strconv.FormatUint(seq, 10) }
+func (b *Broker) id(seq uint64) string { return stream.FormatID(b.epoch, seq) }
 
 // noteLast records seq as the newest event on subject.
 func (b *Broker) noteLast(subject string, seq uint64) {
@@ -636,21 +636,8 @@ func (b *Broker) checkRetained(ctx context.Context, subjects []string, lastEvent
 	return nil
 }
 
-// parseID returns the sequence an id of this stream names.
-func (b *Broker) parseID(id string) (uint64, *stream.GapError) {
-	i := strings.LastIndexByte(id, '-')
-	if i <= 0 {
-		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapMalformed}
-	}
-	seq, err := strconv.ParseUint(id[i+1:], 10, 64)
-	if err != nil {
-		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapMalformed}
-	}
-	if id[:i] != b.epoch {
-		return 0, &stream.GapError{LastEventID: id, Reason: stream.GapUnknownStream}
-	}
-	return seq, nil
-}
+// parseID returns the Seq an id of this broker names.
+func (b *Broker) parseID(id string) (uint64, *stream.GapError) { return stream.ParseID(id, b.epoch) }
 
 // Close stops delivery and closes the connection.
 func (b *Broker) Close() error {

@@ -102,11 +102,6 @@ const (
 	ClosedUnavailable CloseReason = "unavailable"
 )
 
-// Dropped reports whether r counts as a dropped client in metrics.
-func (r CloseReason) Dropped() bool {
-	return r == DroppedSlow || r == DroppedWriteErr || r == DroppedShutdown
-}
-
 // Metrics receives counts from the hub. Implementations must be safe for
 // concurrent use and cheap: EventsSent and Delivered run on the hot path.
 type Metrics interface {

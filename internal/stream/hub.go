@@ -203,9 +203,7 @@ func (h *Hub) PublishLocal(m Message) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.topics[ev.Topic] {
-		if !s.push(ev, h.opts.ClientBuffer) {
-			s.stop(stopSlow)
-		}
+		h.offer(s, ev)
 	}
 	return nil
 }
@@ -220,9 +218,7 @@ func (h *Hub) deliver(ev *Event) {
 	h.mu.Lock()
 	h.head = Position{Seq: ev.Seq, ID: ev.ID}
 	for s := range h.topics[ev.Topic] {
-		if !s.push(ev, h.opts.ClientBuffer) {
-			s.stop(stopSlow)
-		}
+		h.offer(s, ev)
 	}
 	h.mu.Unlock()
 }
@@ -246,10 +242,16 @@ func (h *Hub) deliverLoss(marker *Event) {
 				continue
 			}
 			seen[s] = true
-			if !s.push(gap, h.opts.ClientBuffer) {
-				s.stop(stopSlow)
-			}
+			h.offer(s, gap)
 		}
+	}
+}
+
+// offer queues ev for s without blocking, dropping s as slow when its queue
+// is full. h.mu must be held.
+func (h *Hub) offer(s *subscriber, ev *Event) {
+	if !s.push(ev, h.opts.ClientBuffer) {
+		s.stop(stopSlow)
 	}
 }
 

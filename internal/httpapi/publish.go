@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -145,6 +146,11 @@ func readJSON(c echo.Context, limit int, v any) error {
 			return tooLarge(limit)
 		}
 		return newError(http.StatusBadRequest, "could not read the request body")
+	}
+	// JSON text is UTF-8 (RFC 8259); Go's decoder would quietly replace
+	// invalid bytes with U+FFFD and deliver something nobody published.
+	if !utf8.Valid(b) {
+		return newError(http.StatusBadRequest, "invalid JSON body: not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

@@ -29,6 +29,7 @@ import (
 
 	"github.com/sse-service/sse-service/api"
 	"github.com/sse-service/sse-service/internal/admin"
+	"github.com/sse-service/sse-service/internal/auth"
 	"github.com/sse-service/sse-service/internal/broker/memory"
 	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
 	"github.com/sse-service/sse-service/internal/config"
@@ -123,11 +124,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	if err != nil {
 		return err // Validate already refused it
 	}
+	verifier, err := newVerifier(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if verifier != nil {
+		defer verifier.Close()
+	}
+	private, err := cfg.PrivatePatterns()
+	if err != nil {
+		return err // Validate already refused it
+	}
+	origins, err := cfg.Origins()
+	if err != nil {
+		return err // Validate already refused it
+	}
 	static, err := fs.Sub(web.Static, "static")
 	if err != nil {
 		return fmt.Errorf("demo page: %w", err)
 	}
-	public := httpapi.NewServer(hub, m, log, httpapi.Options{
+	opts := httpapi.Options{
 		PublishTokens:   tokens,
 		MaxEventBytes:   cfg.MaxEventBytes,
 		MaxBatchEvents:  cfg.MaxBatchEvents,
@@ -138,11 +154,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		TrustedProxies:  trusted,
 		SendBuffer:      cfg.SendBuffer,
 		ReconnectJitter: cfg.ReconnectJitter,
+		PrivateTopics:   private,
+		JWTLeeway:       cfg.JWTLeeway,
+		AuthCookie:      cfg.AuthCookie,
+		CORSOrigins:     origins,
 		Static:          static,
 		OpenAPI:         api.OpenAPI,
 		TracerProvider:  tracing.Provider,
 		Propagator:      tracing.Propagator,
-	})
+	}
+	if verifier != nil { // a nil *auth.Verifier must not become a non-nil interface
+		opts.Verifier = verifier
+	}
+	public := httpapi.NewServer(hub, m, log, opts)
 	var ready atomic.Bool
 	adminSrv := admin.NewServer(reg, log, admin.Options{
 		Ready: func() bool { return ready.Load() && brokerReady() },
@@ -218,6 +242,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 }
 
 // newBroker returns the configured backend and a readiness check for it.
+// newVerifier builds the JWT verifier when a key source is configured
+// (nil otherwise); a JWKS is fetched before the service starts.
+func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (*auth.Verifier, error) {
+	if !cfg.JWTConfigured() {
+		return nil, nil
+	}
+	secret, err := cfg.JWTSecretBytes()
+	if err != nil {
+		return nil, fmt.Errorf("SSE_JWT_SECRET_FILE: %w", err)
+	}
+	pem, err := cfg.JWTPublicKeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("SSE_JWT_PUBLIC_KEY_FILE: %w", err)
+	}
+	v, err := auth.NewVerifier(ctx, auth.Config{
+		Secret:       secret,
+		PublicKeyPEM: pem,
+		JWKSURL:      cfg.JWTJWKSURL,
+		JWKSRefresh:  cfg.JWTJWKSRefresh,
+		Issuer:       cfg.JWTIssuer,
+		Audience:     cfg.JWTAudience,
+		Leeway:       cfg.JWTLeeway,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("SSE_JWT_* settings: %w", err)
+	}
+	return v, nil
+}
+
 func newBroker(ctx context.Context, cfg config.Config, log *slog.Logger) (stream.Broker, func() bool, error) {
 	switch cfg.Broker {
 	case "nats":

@@ -17,9 +17,9 @@ const (
 	algES256 = "ES256" // *ecdsa.PublicKey on P-256
 )
 
-// minSecretLen is the shortest HS256 secret: RFC 7518 §3.2 requires a key at
+// MinSecretLen is the shortest HS256 secret: RFC 7518 §3.2 requires a key at
 // least as long as the hash output, 256 bits.
-const minSecretLen = 32
+const MinSecretLen = 32
 
 // minRSABits is the smallest RSA modulus accepted in a configured PEM key.
 const minRSABits = 2048

@@ -162,8 +162,8 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 		errs = append(errs, errors.New("no key source: set a secret, a public key or a JWKS URL"))
 	}
 	if len(cfg.Secret) > 0 {
-		if len(cfg.Secret) < minSecretLen {
-			errs = append(errs, fmt.Errorf("HS256 secret of %d bytes: at least %d required", len(cfg.Secret), minSecretLen))
+		if len(cfg.Secret) < MinSecretLen {
+			errs = append(errs, fmt.Errorf("HS256 secret of %d bytes: at least %d required", len(cfg.Secret), MinSecretLen))
 		}
 		v.secret = slices.Clone(cfg.Secret)
 		v.algs = append(v.algs, algHS256)

@@ -53,6 +53,18 @@ type Config struct {
 	MaxBatchEvents    int      `envconfig:"MAX_BATCH_EVENTS" default:"1000" desc:"most events in one batch publish"`
 	MaxBatchBytes     int      `envconfig:"MAX_BATCH_BYTES" default:"1048576" desc:"largest batch publish body in bytes (413 above)"`
 
+	PrivateTopics    []string      `envconfig:"PRIVATE_TOPICS" desc:"comma-separated topic patterns that need a JWT to subscribe (* matches any run of characters); * alone: every topic but clock; empty: all topics public"`
+	JWTSecret        string        `envconfig:"JWT_SECRET" desc:"HS256 shared secret of subscriber and publisher JWTs (at least 32 bytes)"`
+	JWTSecretFile    string        `envconfig:"JWT_SECRET_FILE" desc:"file holding the HS256 secret, e.g. a mounted Kubernetes secret (a trailing newline is ignored)"`
+	JWTPublicKeyFile string        `envconfig:"JWT_PUBLIC_KEY_FILE" desc:"PEM public key or certificate verifying RS256 or ES256 JWTs"`
+	JWTJWKSURL       string        `envconfig:"JWT_JWKS_URL" desc:"JWKS URL of the identity provider (Keycloak, Auth0, Dex): fetched at start, refreshed, and fetched again for an unknown kid"`
+	JWTJWKSRefresh   time.Duration `envconfig:"JWT_JWKS_REFRESH" default:"5m" desc:"how often the JWKS is fetched again"`
+	JWTIssuer        string        `envconfig:"JWT_ISSUER" desc:"required iss claim (checked when set)"`
+	JWTAudience      string        `envconfig:"JWT_AUDIENCE" desc:"required aud claim (checked when set)"`
+	JWTLeeway        time.Duration `envconfig:"JWT_LEEWAY" default:"0s" desc:"clock skew allowed on exp and nbf (up to 5m); a stream ends at exp plus this"`
+	AuthCookie       string        `envconfig:"AUTH_COOKIE" default:"sse_token" desc:"cookie that may carry a subscriber's JWT (looked at after the Authorization header, before ?access_token=)"`
+	CORSOrigins      []string      `envconfig:"CORS_ORIGINS" desc:"origins allowed to subscribe and publish from browsers, comma separated, such as https://app.example.com (with credentials); * allows any origin without credentials; empty: same origin only"`
+
 	Broker            string `envconfig:"BROKER" default:"memory" desc:"where events live: memory (one instance) or nats (replicas share them through NATS JetStream)"`
 	NATSURL           string `envconfig:"NATS_URL" desc:"NATS server URLs, comma separated (required with SSE_BROKER=nats), e.g. nats://nats:4222"`
 	NATSCredsFile     string `envconfig:"NATS_CREDS_FILE" desc:"NATS credentials file (optional)"`
@@ -235,6 +247,7 @@ func (c Config) problems() []problem {
 			bad("PUBLISH_TOKENS_FILE", "%v", err)
 		}
 	}
+	errs = append(errs, c.authProblems()...)
 	switch c.Broker {
 	case "memory":
 	case "nats":

@@ -46,12 +46,3 @@ var errUnauthorized = &apiError{
 	msg:    "missing or invalid bearer token",
 	header: [2]string{"WWW-Authenticate", `Bearer realm="sse-service"`},
 }
-
-// authorizePublish checks the publish token of r.
-func (ts *tokenSet) authorizePublish(r *http.Request) error {
-	tok, ok := bearer(r)
-	if !ok || !ts.valid(tok) {
-		return errUnauthorized
-	}
-	return nil
-}

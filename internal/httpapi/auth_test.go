@@ -71,7 +71,7 @@ func TestBearer(t *testing.T) {
 
 func TestAuthorizePublish(t *testing.T) {
 	const tok = "s3cret-token-0001"
-	ts := newTokenSet([]string{tok})
+	s := &server{tokens: newTokenSet([]string{tok})}
 	tests := []struct {
 		header string
 		ok     bool
@@ -89,10 +89,10 @@ func TestAuthorizePublish(t *testing.T) {
 			if tt.header != "" {
 				r.Header.Set("Authorization", tt.header)
 			}
-			err := ts.authorizePublish(r)
+			claims, err := s.publisher(r)
 			if tt.ok {
-				if err != nil {
-					t.Fatalf("authorizePublish: %v, want nil", err)
+				if err != nil || claims != nil {
+					t.Fatalf("publisher: %v %v, want a static token (nil claims, nil error)", claims, err)
 				}
 				return
 			}

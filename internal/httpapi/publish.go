@@ -34,12 +34,19 @@ type batchItem struct {
 func (s *server) handlePublish() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		if err := s.tokens.authorizePublish(r); err != nil {
+		claims, err := s.publisher(r)
+		if err != nil {
 			return err
 		}
 		topic, err := url.PathUnescape(c.Param("topic"))
 		if err != nil {
 			return newError(http.StatusBadRequest, "invalid topic: bad percent-encoding")
+		}
+		if err := stream.ValidateTopic(topic); err != nil {
+			return err
+		}
+		if err := mayPublish(claims, topic); err != nil {
+			return err
 		}
 		key, err := idempotencyKey(r)
 		if err != nil {
@@ -68,7 +75,8 @@ func (s *server) handlePublish() echo.HandlerFunc {
 func (s *server) handleBatch() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		if err := s.tokens.authorizePublish(r); err != nil {
+		claims, err := s.publisher(r)
+		if err != nil {
 			return err
 		}
 		key, err := idempotencyKey(r)
@@ -93,6 +101,12 @@ func (s *server) handleBatch() echo.HandlerFunc {
 			}
 			if len(data) > s.opts.MaxEventBytes {
 				return newError(http.StatusRequestEntityTooLarge, fmt.Sprintf("event %d: data of %d bytes: at most %d", i, len(data), s.opts.MaxEventBytes))
+			}
+			if err := stream.ValidateTopic(it.Topic); err != nil {
+				return fmt.Errorf("event %d: %w", i, err)
+			}
+			if err := mayPublish(claims, it.Topic); err != nil {
+				return fmt.Errorf("event %d: %w", i, err)
 			}
 			msgs[i] = stream.Message{Topic: it.Topic, Type: it.Event, Data: data}
 			if key != "" {

@@ -22,6 +22,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/sse-service/sse-service/internal/auth"
 	"github.com/sse-service/sse-service/internal/stream"
 )
 
@@ -53,6 +54,21 @@ type Options struct {
 	Static fs.FS
 	// OpenAPI is the API description served at /openapi.yaml.
 	OpenAPI []byte
+	// Verifier checks JWTs: of subscribers to private topics, and of
+	// publishers besides PublishTokens. Nil: no JWTs, and then
+	// PrivateTopics must be empty.
+	Verifier TokenVerifier
+	// PrivateTopics are the topics that need a token to subscribe; the
+	// clock topic only when listed by name.
+	PrivateTopics auth.Patterns
+	// JWTLeeway is added to a token's expiry before its stream ends.
+	JWTLeeway time.Duration
+	// AuthCookie names the cookie that may carry a subscriber's token.
+	AuthCookie string
+	// CORSOrigins may use the API from browsers on other origins
+	// (credentials allowed), or "*" for any origin without credentials.
+	// Empty: same origin only.
+	CORSOrigins []string
 	// TracerProvider and Propagator trace requests; nil means none.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
@@ -145,7 +161,12 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 	s.opts = opts
 	s.tracer = opts.TracerProvider.Tracer(instrumentation)
 	s.propagator = opts.Propagator
+	if len(opts.PrivateTopics) > 0 && opts.Verifier == nil {
+		panic("httpapi: PrivateTopics without a Verifier")
+	}
 	e.HTTPErrorHandler = errorHandler(log, opts.ReconnectJitter, metrics)
+	// Before routing, tracing and logs see the URL: take the query token out.
+	e.Pre(stripQueryToken)
 	e.IPExtractor = ipExtractor(opts.TrustedProxies)
 	// No Timeout, ContextTimeout, BodyDump or Gzip middleware: they all
 	// break or buffer an endless text/event-stream response. otelhttp keeps
@@ -159,6 +180,9 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		)),
 		observeRequests(metrics),
 	)
+	if len(opts.CORSOrigins) > 0 {
+		e.Use(cors(opts.CORSOrigins))
+	}
 	s.routes(e)
 	return &Server{api: s, http: &http.Server{
 		Handler:           e,

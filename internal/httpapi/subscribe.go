@@ -81,7 +81,7 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 	}
 }
 
-// admit checks a subscribe request (topics, drain, limits) and counts the
+// admit checks a subscribe request (topics, token, drain, limits) and counts the
 // attempt. An admitted client holds a limiter slot for ip until released.
 func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) {
 	sub, err := parseSubscription(c.Request(), s.opts.MaxTopics)
@@ -89,6 +89,12 @@ func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) 
 		s.metrics.ConnectionAttempt(badRequest)
 		return sub, netip.Addr{}, err
 	}
+	expires, result, err := s.authorizeSubscribe(c.Request(), sub.Topics)
+	if err != nil {
+		s.metrics.ConnectionAttempt(result)
+		return sub, netip.Addr{}, err
+	}
+	sub.Expires = expires
 	if s.hub.Draining() {
 		s.metrics.ConnectionAttempt(rejectedDraining)
 		return sub, netip.Addr{}, stream.ErrDraining
@@ -231,9 +237,12 @@ func (c *chunkConn) Write(p []byte) (int, error) {
 func (c *chunkConn) Flush() error                       { return nil }
 func (c *chunkConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 
+// sse_connections_total results decided here (the limiter has its own).
 const (
 	badRequest       = "bad_request"
 	rejectedDraining = "rejected_draining"
+	unauthorized     = "unauthorized"
+	forbidden        = "forbidden"
 )
 
 // parseSubscription reads the topics and the resume id of a subscribe

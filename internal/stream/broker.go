@@ -91,7 +91,7 @@ func (e *GapError) Error() string {
 // CloseReason says why a stream ended.
 type CloseReason string
 
-// The reasons a stream ends. All but ClosedByClient count as drops.
+// The reasons a stream ends. The Dropped ones count as drops.
 const (
 	ClosedByClient  CloseReason = "client_closed"
 	DroppedSlow     CloseReason = "slow"
@@ -100,6 +100,9 @@ const (
 	// ClosedUnavailable: the broker could not replay history; the client
 	// reconnects and tries again.
 	ClosedUnavailable CloseReason = "unavailable"
+	// ClosedAuthExpired: the subscriber's token expired (see
+	// Subscription.Expires); not a drop.
+	ClosedAuthExpired CloseReason = "auth_expired"
 )
 
 // Metrics receives counts from the hub. Implementations must be safe for

@@ -8,6 +8,7 @@
 package stream
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -31,7 +32,8 @@ const (
 
 // Event types sent by the service itself.
 const (
-	TypeGap = "sse-gap"
+	TypeGap         = "sse-gap"
+	TypeAuthExpired = "sse-auth-expired"
 )
 
 // ErrInvalid marks a message that can never be accepted (bad topic, type or
@@ -222,3 +224,14 @@ func AppendRetry(b []byte, d time.Duration) []byte {
 
 // heartbeatFrame is the comment line sent on an idle stream.
 const heartbeatFrame = ": heartbeat\n\n"
+
+// authExpiredFrame is the last frame of a stream whose token expired. It has
+// no id, so the client's last event id stays that of the last real event
+// and a reconnect resumes right after it.
+func authExpiredFrame(at time.Time) string {
+	data, _ := json.Marshal(struct {
+		Reason    string `json:"reason"`
+		ExpiredAt string `json:"expiredAt"`
+	}{"token expired", at.UTC().Format(time.RFC3339)})
+	return string(AppendEvent(nil, "", TypeAuthExpired, string(data)))
+}

@@ -366,6 +366,10 @@ type Subscription struct {
 	Topics []string
 	// LastEventID is the id to resume after; empty means start live.
 	LastEventID string
+	// Expires, when set, is when the subscriber's credentials expire: the
+	// stream then gets one sse-auth-expired event and ends, so the client
+	// re-authenticates and resumes from its last id.
+	Expires time.Time
 }
 
 // Result is how a stream ended and what it sent.
@@ -423,6 +427,12 @@ func (h *Hub) serve(ctx context.Context, w *writer, sub Subscription, head Posit
 	// for the rest of it.
 	heartbeat := time.NewTimer(h.opts.HeartbeatInterval)
 	defer heartbeat.Stop()
+	var expired <-chan time.Time
+	if !sub.Expires.IsZero() {
+		t := time.NewTimer(time.Until(sub.Expires))
+		defer t.Stop()
+		expired = t.C
+	}
 	// With a WriteDelay, events that come too soon after a write wait in
 	// the pending batch for this timer; delayed is nil while none wait,
 	// and ready is nil while they do (new events just queue up).
@@ -479,6 +489,14 @@ func (h *Hub) serve(ctx context.Context, w *writer, sub Subscription, head Posit
 			if err := w.writeLive(evs); err != nil {
 				return h.writeFailed(ctx, s, err)
 			}
+		case <-expired:
+			// What is already batched goes out first; what is still queued
+			// is replayed when the client comes back with its last id.
+			w.append(authExpiredFrame(sub.Expires))
+			if err := w.flush(); err != nil {
+				return h.writeFailed(ctx, s, err)
+			}
+			return ClosedAuthExpired
 		case <-delayed:
 			delayed, ready = nil, s.ready
 			evs = s.take(evs)

@@ -385,3 +385,50 @@ func TestLossMarkerGivesEveryStreamOneGapEvent(t *testing.T) {
 		}
 	}
 }
+
+// A stream whose credentials expire gets every event published before the
+// expiry, then one sse-auth-expired event without an id, and ends then, not
+// a moment earlier or later.
+func TestStreamEndsWhenItsTokenExpires(t *testing.T) {
+	for _, delay := range []time.Duration{0, 100 * time.Millisecond} {
+		t.Run(fmt.Sprintf("write delay %s", delay), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				hub, _ := newHub(t, memory.Options{}, stream.Options{WriteDelay: delay})
+				conn := newRecConn()
+				expires := time.Now().Add(time.Minute)
+				done := make(chan stream.CloseReason, 1)
+				go func() {
+					done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}, Expires: expires}).Reason
+				}()
+				synctest.Wait()
+				id := publish(t, hub, "t", "before")
+				time.Sleep(59 * time.Second)
+				synctest.Wait()
+				select {
+				case r := <-done:
+					t.Fatalf("ended %s before the token expired", r)
+				default:
+				}
+				last := publish(t, hub, "t", "just before")
+				time.Sleep(time.Until(expires) - time.Nanosecond)
+				synctest.Wait()
+				if strings.Contains(conn.String(), stream.TypeAuthExpired) {
+					t.Fatal("sse-auth-expired before the expiry")
+				}
+				time.Sleep(time.Nanosecond)
+				if r := <-done; r != stream.ClosedAuthExpired {
+					t.Fatalf("close reason %s, want %s", r, stream.ClosedAuthExpired)
+				}
+				got := parseWire(conn.String())
+				want := []wireEvent{
+					{ID: id, Data: "before"},
+					{ID: last, Data: "just before"},
+					{Type: stream.TypeAuthExpired, Data: `{"reason":"token expired","expiredAt":"` + expires.UTC().Format(time.RFC3339) + `"}`},
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("stream %+v, want %+v", got, want)
+				}
+			})
+		})
+	}
+}

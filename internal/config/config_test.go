@@ -138,6 +138,18 @@ func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"zero write timeout", map[string]string{"WRITE_TIMEOUT": "0"}, []string{"SSE_WRITE_TIMEOUT", "positive duration"}},
 		{"zero reconnect jitter", map[string]string{"RECONNECT_JITTER": "0"}, []string{"SSE_RECONNECT_JITTER", "positive duration"}},
 		{"zero shutdown timeout", map[string]string{"SHUTDOWN_TIMEOUT": "0"}, []string{"SSE_SHUTDOWN_TIMEOUT", "positive duration"}},
+		{"private topics without a key", map[string]string{"PRIVATE_TOPICS": "user:*"}, []string{"SSE_PRIVATE_TOPICS", "SSE_JWT_SECRET", "SSE_JWT_JWKS_URL"}},
+		{"bad private pattern", map[string]string{"PRIVATE_TOPICS": "user:*,a b", "JWT_SECRET": strings.Repeat("s", 32)}, []string{"SSE_PRIVATE_TOPICS", `"a b"`}},
+		{"short JWT secret", map[string]string{"JWT_SECRET": "too-short"}, []string{"SSE_JWT_SECRET", "at least 32 bytes", "got 9"}},
+		{"secret and secret file", map[string]string{"JWT_SECRET": strings.Repeat("s", 32), "JWT_SECRET_FILE": "/nonexistent"}, []string{"SSE_JWT_SECRET", "not both"}},
+		{"missing secret file", map[string]string{"JWT_SECRET_FILE": "/nonexistent/secret"}, []string{"SSE_JWT_SECRET_FILE", "no such file"}},
+		{"missing public key file", map[string]string{"JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, []string{"SSE_JWT_PUBLIC_KEY_FILE", "no such file"}},
+		{"JWKS URL without scheme", map[string]string{"JWT_JWKS_URL": "idp.example.com/certs"}, []string{"SSE_JWT_JWKS_URL", "http(s) URL"}},
+		{"JWKS refresh too often", map[string]string{"JWT_JWKS_REFRESH": "10ms"}, []string{"SSE_JWT_JWKS_REFRESH", "at least 1s"}},
+		{"leeway too large", map[string]string{"JWT_LEEWAY": "1h"}, []string{"SSE_JWT_LEEWAY", "0 to 5m"}},
+		{"cookie name with a space", map[string]string{"AUTH_COOKIE": "sse token"}, []string{"SSE_AUTH_COOKIE", "not a cookie name"}},
+		{"origin with a path", map[string]string{"CORS_ORIGINS": "https://app.example.com/page"}, []string{"SSE_CORS_ORIGINS", "not an origin"}},
+		{"origin without scheme", map[string]string{"CORS_ORIGINS": "app.example.com"}, []string{"SSE_CORS_ORIGINS", "not an origin"}},
 		{"negative clock", map[string]string{"CLOCK_INTERVAL": "-1s"}, []string{"SSE_CLOCK_INTERVAL", "0 (off)"}},
 		{"unparsable duration", map[string]string{"HEARTBEAT_INTERVAL": "soon"}, []string{"SSE_HEARTBEAT_INTERVAL", `"soon"`, "duration"}},
 		{"duration without unit", map[string]string{"WRITE_TIMEOUT": "10"}, []string{"SSE_WRITE_TIMEOUT", "duration"}},
@@ -377,5 +389,34 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		if name := Prefix + "_" + tag; !strings.Contains(out, name+" ") {
 			t.Errorf("Usage does not list %s:\n%s", name, out)
 		}
+	}
+}
+
+func TestAuthSettings(t *testing.T) {
+	clearEnv(t)
+	secretFile := writeFile(t, strings.Repeat("f", 32)+"\n")
+	setEnv(t, map[string]string{
+		"PRIVATE_TOPICS":  " user:* , orders ,",
+		"JWT_SECRET_FILE": secretFile,
+		"CORS_ORIGINS":    "https://App.Example.com, http://localhost:3000/,*",
+	})
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := c.PrivatePatterns()
+	if err != nil || ps.String() != "user:*,orders" {
+		t.Fatalf("private patterns %q %v", ps.String(), err)
+	}
+	secret, err := c.JWTSecretBytes()
+	if err != nil || string(secret) != strings.Repeat("f", 32) {
+		t.Fatalf("secret %q %v: want the file without its newline", secret, err)
+	}
+	origins, err := c.Origins()
+	if want := []string{"https://app.example.com", "http://localhost:3000", "*"}; err != nil || !slices.Equal(origins, want) {
+		t.Fatalf("origins %q %v, want %q", origins, err, want)
+	}
+	if c.AuthCookie != "sse_token" || c.JWTLeeway != 0 || c.JWTJWKSRefresh != 5*time.Minute {
+		t.Fatalf("defaults: cookie %q leeway %s refresh %s", c.AuthCookie, c.JWTLeeway, c.JWTJWKSRefresh)
 	}
 }

@@ -152,3 +152,50 @@ func startAppServer(t *testing.T) *appServer {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return &appServer{port: port}
 }
+
+// The demo page with a private topic: refused without a token, open with
+// one (sent as the page's cookie), "expired" with a notice when the token
+// expires, and a new token resumes after the last event seen.
+func TestDemoPagePrivateTopic(t *testing.T) {
+	svc := startService(t, "service", map[string]string{
+		"SSE_CLOCK_INTERVAL": "1s",
+		"SSE_PRIVATE_TOPICS": "user:*",
+		"SSE_JWT_SECRET":     jwtSecret,
+	})
+	b := startBrowser(t)
+	b.goto_(svc.public + "/")
+	state := `document.querySelector('#topic-state').textContent`
+
+	b.fill("#topic-input", "user:alice")
+	b.click("#subscribe-btn")
+	b.waitFor(state+` === 'closed'`, "the browser to give up without a token")
+
+	b.fill("#topic-token", token(t, []string{"user:alice"}, time.Now().Add(3*time.Second)))
+	b.click("#subscribe-btn")
+	b.waitFor(state+` === 'open'`, "the private stream to open")
+	first := svc.publish("user:alice", "for alice only")
+	b.waitFor(`document.querySelector('#events li.event')`, "the private event")
+	b.waitFor(state+` === 'expired'`, "the token to expire")
+	b.waitFor(`document.querySelector('#events li.notice')`, "the expiry notice")
+	b.screenshot("-expired")
+
+	missed := svc.publish("user:alice", "published while expired")
+	b.fill("#topic-token", token(t, []string{"user:alice"}, time.Now().Add(time.Hour)))
+	b.click("#subscribe-btn")
+	b.waitFor(state+` === 'open'`, "the stream to open with the new token")
+	b.waitFor(`[...document.querySelectorAll('#events li.event')].length >= 2`, "the missed event")
+	var ids []string
+	b.eval(`[...document.querySelectorAll('#events li.event')].reverse().map((li) => li.dataset.id)`, &ids)
+	if len(ids) != 2 || ids[0] != first || ids[1] != missed {
+		t.Fatalf("events shown %q, want [%s %s]", ids, first, missed)
+	}
+	var clock string
+	b.eval(`document.querySelector('#clock-state').textContent`, &clock)
+	if clock != "open" {
+		t.Fatalf("clock state %q: the clock topic must stay public", clock)
+	}
+	b.screenshot("-resumed")
+	if n := svc.metric(`sse_connections_total{result="unauthorized"}`); n != 1 {
+		t.Errorf("unauthorized counted %v times, want 1", n)
+	}
+}

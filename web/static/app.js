@@ -11,7 +11,9 @@
   const TOKEN_KEY = 'sse-service.demo.publish-token';
   // Event types with a dedicated handler: "message" is onmessage, "sse-gap"
   // has its own listener, and "open"/"error" go through onopen/onerror.
-  const RESERVED_TYPES = new Set(['message', 'sse-gap', 'open', 'error']);
+  const RESERVED_TYPES = new Set(['message', 'sse-gap', 'sse-auth-expired', 'open', 'error']);
+  // The cookie the service reads a subscriber's token from (SSE_AUTH_COOKIE).
+  const TOKEN_COOKIE = 'sse_token';
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -24,6 +26,7 @@
     subscribeForm: $('subscribe-form'),
     topicInput: $('topic-input'),
     topicTypes: $('topic-types'),
+    topicToken: $('topic-token'),
     topicError: $('topic-error'),
     topicState: $('topic-state'),
     topicCurrent: $('topic-current'),
@@ -100,7 +103,7 @@
   // Opens an EventSource and keeps the state badge in sync with it. The
   // returned object closes it; onMessage receives every MessageEvent of the
   // stream, whatever its type, except sse-gap which goes to onGap.
-  function openStream(url, badge, onMessage, onGap) {
+  function openStream(url, badge, onMessage, onGap, onExpired) {
     const es = new EventSource(url);
     setState(badge, 'connecting');
     es.onopen = (ev) => {
@@ -118,6 +121,13 @@
     };
     es.onmessage = onMessage;
     es.addEventListener('sse-gap', onGap);
+    // The token expired: the service ended the stream. Close it, or the
+    // browser would reconnect with the old token and get a 401.
+    es.addEventListener('sse-auth-expired', (ev) => {
+      es.close();
+      setState(badge, 'expired');
+      if (onExpired) onExpired(ev);
+    });
     return {
       es: es,
       types: new Set(),
@@ -259,21 +269,61 @@
     if (topic) topic.stream.listen(type);
   }
 
+  // The topic stream's last event id, to resume after a token expired.
+  let topicLastId = '';
+
+  // setTokenCookie sends the token with the stream request (EventSource
+  // cannot set headers), or forgets it.
+  function setTokenCookie(token) {
+    if (token) {
+      document.cookie = TOKEN_COOKIE + '=' + encodeURIComponent(token) + '; path=/; SameSite=Strict';
+    } else {
+      document.cookie = TOKEN_COOKIE + '=; path=/; max-age=0; SameSite=Strict';
+    }
+  }
+
+  function logExpired(name, ev) {
+    const li = document.createElement('li');
+    li.className = 'notice';
+    li.dataset.id = ev.lastEventId;
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    meta.append(
+      span('type', 'sse-auth-expired'),
+      span('id', ev.lastEventId ? 'after id ' + ev.lastEventId : 'no id'),
+      span('topic', name),
+      span('time', logTimeFormat.format(new Date())),
+    );
+    const text = document.createElement('p');
+    text.className = 'data';
+    text.textContent = 'token expired — enter a new token and press Subscribe: the stream resumes after the last id';
+    li.append(meta, text);
+    addLogItem(li);
+  }
+
   function subscribe(name) {
     const previous = topic ? topic.name : '';
     if (topic) topic.stream.close();
+    // Subscribing to the same topic again resumes after the last event
+    // seen (after an expired token, nothing is lost); another topic starts
+    // live.
+    const resumeFrom = name === previous ? topicLastId : '';
+    if (name !== previous) topicLastId = '';
+    setTokenCookie(el.topicToken.value.trim());
     topicCount = 0;
     el.topicCount.textContent = '0';
-    el.topicLastId.textContent = '—';
+    el.topicLastId.textContent = topicLastId || '—';
     el.topicCurrent.textContent = name;
     const onMessage = (ev) => {
       topicCount++;
+      if (ev.lastEventId) topicLastId = ev.lastEventId;
       el.topicCount.textContent = String(topicCount);
       el.topicLastId.textContent = ev.lastEventId || '—';
       logEvent(name, ev);
     };
-    const stream = openStream('/v1/events?topic=' + encodeURIComponent(name), el.topicState, onMessage,
-      (ev) => logGap(name, ev));
+    let url = '/v1/events?topic=' + encodeURIComponent(name);
+    if (resumeFrom) url += '&lastEventId=' + encodeURIComponent(resumeFrom);
+    const stream = openStream(url, el.topicState, onMessage, (ev) => logGap(name, ev), (ev) => logExpired(name, ev));
     topic = { name: name, stream: stream };
     knownTypes.forEach((t) => stream.listen(t));
     // The publish form follows the subscription unless the user chose

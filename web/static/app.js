@@ -152,23 +152,29 @@
     }
   }
 
-  function logEvent(topic, ev) {
+  // logItem adds one entry to the log: a received event (class "event",
+  // its data shown as is) or a notice from the service (class "notice").
+  function logItem(kind, type, idText, topic, id, body) {
     const li = document.createElement('li');
-    li.className = 'event';
-    li.dataset.id = ev.lastEventId;
+    li.className = kind;
+    li.dataset.id = id;
     const meta = document.createElement('div');
     meta.className = 'meta';
     meta.append(
-      span('type', ev.type),
-      span('id', ev.lastEventId ? 'id ' + ev.lastEventId : 'no id'),
+      span('type', type),
+      span('id', idText),
       span('topic', topic),
       span('time', logTimeFormat.format(new Date())),
     );
-    const data = document.createElement('pre');
+    const data = document.createElement(kind === 'event' ? 'pre' : 'p');
     data.className = 'data';
-    data.textContent = ev.data;
+    data.textContent = body;
     li.append(meta, data);
     addLogItem(li);
+  }
+
+  function logEvent(topic, ev) {
+    logItem('event', ev.type, ev.lastEventId ? 'id ' + ev.lastEventId : 'no id', topic, ev.lastEventId, ev.data);
   }
 
   function logGap(topic, ev) {
@@ -183,22 +189,15 @@
     } catch (_) {
       // Not JSON: show the raw data as the reason.
     }
-    const li = document.createElement('li');
-    li.className = 'notice';
-    li.dataset.id = ev.lastEventId;
-    const meta = document.createElement('div');
-    meta.className = 'meta';
-    meta.append(
-      span('type', 'sse-gap'),
-      span('id', lastId ? 'after id ' + lastId : 'no id'),
-      span('topic', topic),
-      span('time', logTimeFormat.format(new Date())),
-    );
-    const text = document.createElement('p');
-    text.className = 'data';
-    text.textContent = 'history gap: ' + (reason || 'unknown') + ' — reload state';
-    li.append(meta, text);
-    addLogItem(li);
+    logItem('notice', 'sse-gap', lastId ? 'after id ' + lastId : 'no id', topic, ev.lastEventId,
+      'history gap: ' + (reason || 'unknown') + ' — reload state');
+  }
+
+  // The token of a private topic expired (sse-auth-expired has no id: the
+  // last event id is still that of the last event).
+  function logExpired(topic, ev) {
+    logItem('notice', 'sse-auth-expired', ev.lastEventId ? 'after id ' + ev.lastEventId : 'no id', topic,
+      ev.lastEventId, 'token expired — enter a new token and press Subscribe: the stream resumes after the last id');
   }
 
   el.clearLog.addEventListener('click', () => {
@@ -280,25 +279,6 @@
     } else {
       document.cookie = TOKEN_COOKIE + '=; path=/; max-age=0; SameSite=Strict';
     }
-  }
-
-  function logExpired(name, ev) {
-    const li = document.createElement('li');
-    li.className = 'notice';
-    li.dataset.id = ev.lastEventId;
-    const meta = document.createElement('div');
-    meta.className = 'meta';
-    meta.append(
-      span('type', 'sse-auth-expired'),
-      span('id', ev.lastEventId ? 'after id ' + ev.lastEventId : 'no id'),
-      span('topic', name),
-      span('time', logTimeFormat.format(new Date())),
-    );
-    const text = document.createElement('p');
-    text.className = 'data';
-    text.textContent = 'token expired — enter a new token and press Subscribe: the stream resumes after the last id';
-    li.append(meta, text);
-    addLogItem(li);
   }
 
   function subscribe(name) {

@@ -22,6 +22,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -175,6 +176,20 @@ func TestRoutesMatchTheOpenAPIDocument(t *testing.T) {
 // service's business: a wrong token is a well-formed request answered 401).
 func oaBearerAuth(_ context.Context, in *openapi3filter.AuthenticationInput) error {
 	ss := in.SecurityScheme
+	r := in.RequestValidationInput.Request
+	if ss != nil && ss.Type == "apiKey" {
+		switch ss.In {
+		case "cookie":
+			if ck, err := r.Cookie(ss.Name); err == nil && ck.Value != "" {
+				return nil
+			}
+		case "query":
+			if r.URL.Query().Get(ss.Name) != "" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s %s", ss.In, ss.Name)
+	}
 	if ss == nil || ss.Type != "http" || !strings.EqualFold(ss.Scheme, "bearer") {
 		return fmt.Errorf("unexpected security scheme %q", in.SecuritySchemeName)
 	}
@@ -498,6 +513,14 @@ func (c *oaConformance) nextEvent(sc *sseClient) event {
 		if err := c.schema("SseEvent").VisitJSON(obj, openapi3.EnableJSONSchema2020()); err != nil {
 			c.t.Errorf("event %q does not match SseEvent: %v", f, err)
 		}
+		if typ == "sse-auth-expired" {
+			var info any
+			if err := json.Unmarshal([]byte(ev.Data), &info); err != nil {
+				c.t.Errorf("sse-auth-expired data %q is not JSON: %v", ev.Data, err)
+			} else if err := c.schema("AuthExpiredEventData").VisitJSON(info, openapi3.EnableJSONSchema2020()); err != nil {
+				c.t.Errorf("sse-auth-expired data %q does not match AuthExpiredEventData: %v", ev.Data, err)
+			}
+		}
 		if typ == "sse-gap" {
 			var gap any
 			if err := json.Unmarshal([]byte(ev.Data), &gap); err != nil {
@@ -589,6 +612,61 @@ func TestRealTrafficConformsToTheOpenAPIDocument(t *testing.T) {
 		} {
 			x.method = http.MethodGet
 			c.do(x)
+		}
+	})
+
+	t.Run("private topics", func(t *testing.T) {
+		const secret = "oa-jwt-secret-of-at-least-32-bytes!!"
+		s := startService(t, map[string]string{
+			"SSE_PRIVATE_TOPICS": "user:*",
+			"SSE_JWT_SECRET":     secret,
+			"SSE_CORS_ORIGINS":   "https://app.example",
+		})
+		c := newOAConformance(t, s)
+		mint := func(exp time.Time, claim map[string]any) string {
+			tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": exp.Unix(), "sse": claim}).SignedString([]byte(secret))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}
+		hour := time.Now().Add(time.Hour)
+		alice := mint(hour, map[string]any{"subscribe": []string{"user:alice"}, "publish": []string{"user:alice"}})
+		expired := mint(time.Now().Add(-time.Minute), map[string]any{"subscribe": []string{"user:*"}})
+		bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+		jsonBearer := func(tok string) map[string]string {
+			return map[string]string{"Authorization": "Bearer " + tok, "Content-Type": "application/json"}
+		}
+		for _, x := range []oaExchange{
+			{name: "private topic without a token", method: http.MethodGet, path: "/v1/events?topic=user:alice", status: 401},
+			{name: "expired token", method: http.MethodGet, path: "/v1/events?topic=user:alice", header: bearer(expired), status: 401},
+			{name: "malformed token", method: http.MethodGet, path: "/v1/events?topic=user:alice", header: bearer("not.a.jwt"), status: 401},
+			{name: "topic not in the claim", method: http.MethodGet, path: "/v1/events?topic=user:alice&topic=user:bob", header: bearer(alice), status: 403},
+			{name: "query token, topic not in the claim", method: http.MethodGet, path: "/v1/events?topic=user:bob&access_token=" + alice, status: 403},
+			{name: "JWT publisher", method: http.MethodPost, path: "/v1/topics/user:alice/events", header: jsonBearer(alice), body: `{"data":"x"}`, status: 201},
+			{name: "JWT publisher, other topic", method: http.MethodPost, path: "/v1/topics/user:bob/events", header: jsonBearer(alice), body: `{"data":"x"}`, status: 403},
+			{name: "JWT publisher, batch with another topic", method: http.MethodPost, path: "/v1/events", header: jsonBearer(alice), body: `[{"topic":"user:alice","data":1},{"topic":"user:bob","data":2}]`, status: 403},
+			{name: "expired JWT publisher", method: http.MethodPost, path: "/v1/topics/user:alice/events", header: jsonBearer(expired), body: `{"data":"x"}`, status: 401},
+		} {
+			c.do(x)
+		}
+
+		for _, how := range []struct {
+			path   string
+			header []string
+		}{
+			{"/v1/events?topic=user:alice", []string{"Authorization: Bearer " + alice}},
+			{"/v1/events?topic=user:alice", []string{"Cookie: sse_token=" + alice, "Origin: https://app.example"}},
+			{"/v1/events?topic=user:alice&access_token=" + alice, nil},
+		} {
+			sc := c.openStream(how.path, how.header...)
+			c.checkFirstFrame(sc)
+		}
+		soon := time.Now().Add(time.Second).Truncate(time.Second).Add(time.Second)
+		sc := c.openStream("/v1/events?topic=user:alice", "Authorization: Bearer "+mint(soon, map[string]any{"subscribe": []string{"user:*"}}))
+		c.checkFirstFrame(sc)
+		if ev := c.nextEvent(sc); ev.Type != "sse-auth-expired" || ev.ID != "" {
+			t.Errorf("at expiry: %+v, want sse-auth-expired without an id", ev)
 		}
 	})
 

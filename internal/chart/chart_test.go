@@ -170,6 +170,13 @@ type rendering struct {
 	nats               bool
 	natsCreds, natsCA  [2]string
 	natsStreamReplicas string
+	// private: the SSE_PRIVATE_TOPICS expected ("" when unset), with the
+	// Secrets (name/key) mounted for SSE_JWT_SECRET_FILE and
+	// SSE_JWT_PUBLIC_KEY_FILE ("" when none) and the SSE_JWT_JWKS_URL.
+	private                 string
+	jwtSecret, jwtPublicKey [2]string
+	jwksURL                 string
+	clockPrivate            bool // the helm test pod expects 401 from clock
 }
 
 var renderings = []rendering{
@@ -187,6 +194,7 @@ var renderings = []rendering{
 		existingSecret: "sse-publish-tokens",
 		monitoring:     true, ingress: true, httpRoute: true, hpa: true,
 		nats: true, natsCreds: [2]string{"sse-nats-creds", "nats.creds"}, natsStreamReplicas: "3",
+		private: "user:*,orders/*", jwksURL: "https://idp.example.com/realms/app/protocol/openid-connect/certs",
 	},
 	{
 		name: "nats with creds and CA secrets",
@@ -194,6 +202,15 @@ var renderings = []rendering{
 			"--set", "nats.credsSecret.name=creds", "--set", "nats.credsSecret.key=user.creds",
 			"--set", "nats.caSecret.name=nats-ca"},
 		nats: true, natsCreds: [2]string{"creds", "user.creds"}, natsCA: [2]string{"nats-ca", "ca.crt"},
+	},
+	{
+		name: "private topics with HS256 secret and public key secrets",
+		args: []string{"--set", "config.PRIVATE_TOPICS=user:*\\,clock",
+			"--set", "jwt.hmacSecret.name=sse-jwt",
+			"--set", "jwt.publicKeySecret.name=idp-cert", "--set", "jwt.publicKeySecret.key=tls.crt",
+			"--set", "config.CORS_ORIGINS=https://app.example.com"},
+		private: "user:*,clock", jwtSecret: [2]string{"sse-jwt", "jwt-secret"}, jwtPublicKey: [2]string{"idp-cert", "tls.crt"},
+		clockPrivate: true,
 	},
 }
 
@@ -361,6 +378,41 @@ func TestChart(t *testing.T) {
 					env    string
 					secret [2]string
 				}{{"SSE_NATS_CREDS_FILE", r.natsCreds}, {"SSE_NATS_CA_FILE", r.natsCA}} {
+					file, ok := env[f.env]
+					if f.secret[0] == "" {
+						if ok {
+							t.Errorf("%s=%q without its Secret", f.env, file)
+						}
+						continue
+					}
+					if file == "" {
+						t.Errorf("%s not set, want the file of Secret %s", f.env, f.secret[0])
+						continue
+					}
+					name, key := secretFile(t, c, pod, file)
+					if name != f.secret[0] || key != f.secret[1] {
+						t.Errorf("%s=%s comes from Secret %q key %q, want %q key %q", f.env, file, name, key, f.secret[0], f.secret[1])
+					}
+				}
+			})
+
+			t.Run("jwt keys from Secret volumes", func(t *testing.T) {
+				if _, ok := env["SSE_JWT_SECRET"]; ok {
+					t.Error("SSE_JWT_SECRET in plain env: the secret belongs in a Secret")
+				}
+				if got := env["SSE_PRIVATE_TOPICS"]; got != r.private {
+					t.Errorf("SSE_PRIVATE_TOPICS=%q, want %q", got, r.private)
+				}
+				if got := env["SSE_JWT_JWKS_URL"]; got != r.jwksURL {
+					t.Errorf("SSE_JWT_JWKS_URL=%q, want %q", got, r.jwksURL)
+				}
+				if r.private != "" && env["SSE_JWT_SECRET_FILE"] == "" && env["SSE_JWT_PUBLIC_KEY_FILE"] == "" && env["SSE_JWT_JWKS_URL"] == "" {
+					t.Error("SSE_PRIVATE_TOPICS without a JWT key source: the service would refuse to start")
+				}
+				for _, f := range []struct {
+					env    string
+					secret [2]string
+				}{{"SSE_JWT_SECRET_FILE", r.jwtSecret}, {"SSE_JWT_PUBLIC_KEY_FILE", r.jwtPublicKey}} {
 					file, ok := env[f.env]
 					if f.secret[0] == "" {
 						if ok {
@@ -578,6 +630,11 @@ func TestChart(t *testing.T) {
 				if !strings.Contains(script, "/readyz") || !strings.Contains(script, "/v1/events?topic=clock") {
 					t.Errorf("test pod does not GET /readyz and the clock stream: %s", script)
 				}
+				// clock listed in PRIVATE_TOPICS: without a token it is 401,
+				// and the test must expect that rather than the stream.
+				if expects401 := strings.Contains(script, `= 401`); expects401 != r.clockPrivate {
+					t.Errorf("test pod expects 401 from clock: %v, want %v (PRIVATE_TOPICS %q): %s", expects401, r.clockPrivate, r.private, script)
+				}
 				tenv := envOf(t, tc)
 				if tenv["ADMIN_PORT"] != strconv.Itoa(svcAdmin) || tenv["HTTP_PORT"] != strconv.Itoa(svcHTTP) {
 					t.Errorf("test pod ports %v, want admin %d, http %d", tenv, svcAdmin, svcHTTP)
@@ -657,6 +714,15 @@ func TestChartRefuses(t *testing.T) {
 		{"--set", "config.NATS_CREDS_FILE=/etc/nats.creds"}, // set from nats.credsSecret
 		{"--set", "config.NATS_CA_FILE=/etc/ca.crt"},        // set from nats.caSecret
 		{"--set", "nats.credsSecret.key=../x"},
+		{"--set", "config.PRIVATE_TOPICS=user:*"}, // no JWT key source
+		{"--set", "config.PRIVATE_TOPICS=a b", "--set", "jwt.hmacSecret.name=s"},
+		{"--set", "config.JWT_SECRET=0123456789abcdef0123456789abcdef"}, // belongs in a Secret
+		{"--set", "config.JWT_SECRET_FILE=/etc/jwt"},                    // set from jwt.hmacSecret
+		{"--set", "config.JWT_PUBLIC_KEY_FILE=/etc/key.pem"},            // set from jwt.publicKeySecret
+		{"--set", "config.JWT_JWKS_URL=idp.example.com/certs"},          // not an http(s) URL
+		{"--set", "config.CORS_ORIGINS=app.example.com"},                // not an origin
+		{"--set", "config.AUTH_COOKIE=a b"},
+		{"--set", "jwt.publicKeySecret.key=../x"},
 	} {
 		if _, err := helmTemplate(helm, args...); err == nil {
 			t.Errorf("helm template %v succeeded, want an error", args)

@@ -3,7 +3,8 @@
 // for the default and the production-like values, and check the invariants
 // operators rely on: the grace period covers preStop and the drain, probes
 // and metrics use the admin port, nothing routes or opens the admin port to
-// everyone, the publish tokens come from a mounted Secret, the pod runs
+// everyone, the publish tokens and JWT keys come from mounted Secrets (never
+// plain env), private topics have a key source, the pod runs
 // restricted, and the dashboard and alert rules are shipped intact.
 //
 // Without helm the tests skip, saying how to enable them (they fail

@@ -36,20 +36,46 @@ type queryTokenKey struct{}
 func stripQueryToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		if !strings.Contains(r.URL.RawQuery, accessTokenParam) {
+		rest, tok, found := cutQueryParam(r.URL.RawQuery, accessTokenParam)
+		if !found {
 			return next(c)
 		}
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil || !q.Has(accessTokenParam) {
-			return next(c)
-		}
-		tok := q.Get(accessTokenParam)
-		q.Del(accessTokenParam)
-		r.URL.RawQuery = q.Encode()
+		r.URL.RawQuery = rest
 		r.RequestURI = r.URL.RequestURI()
 		c.SetRequest(r.WithContext(context.WithValue(r.Context(), queryTokenKey{}, tok)))
 		return next(c)
 	}
+}
+
+// cutQueryParam removes every occurrence of the parameter name from a raw
+// query and returns the first value. It works part by part, like
+// url.Values does, but never gives up on the whole query because another
+// parameter is badly escaped, and it matches a percent-encoded name too:
+// the token must go whatever the rest looks like. Other parts are kept
+// byte for byte.
+func cutQueryParam(raw, name string) (rest, value string, found bool) {
+	if raw == "" {
+		return raw, "", false
+	}
+	parts := strings.Split(raw, "&")
+	kept := parts[:0]
+	for _, part := range parts {
+		k, v, _ := strings.Cut(part, "=")
+		if uk, err := url.QueryUnescape(k); err == nil {
+			k = uk
+		}
+		if k != name {
+			kept = append(kept, part)
+			continue
+		}
+		if !found {
+			if uv, err := url.QueryUnescape(v); err == nil {
+				v = uv
+			}
+			value, found = v, true
+		}
+	}
+	return strings.Join(kept, "&"), value, found
 }
 
 // subscriberToken finds a subscriber's token: the Authorization header,

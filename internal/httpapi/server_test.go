@@ -77,6 +77,12 @@ var testStatic = fstest.MapFS{
 // Unset options get usable values.
 func startServer(t *testing.T, opts Options) *testServer {
 	t.Helper()
+	return startLoggedServer(t, slog.New(slog.DiscardHandler), opts)
+}
+
+// startLoggedServer is startServer logging to log.
+func startLoggedServer(t *testing.T, log *slog.Logger, opts Options) *testServer {
+	t.Helper()
 	if opts.PublishTokens == nil {
 		opts.PublishTokens = []string{testToken}
 	}
@@ -98,7 +104,6 @@ func startServer(t *testing.T, opts Options) *testServer {
 	if opts.Static == nil {
 		opts.Static = testStatic
 	}
-	log := slog.New(slog.DiscardHandler)
 	broker := memory.New(memory.Options{})
 	hub := stream.NewHub(broker, stream.NopMetrics{}, log, stream.Options{})
 	m := &countingMetrics{}

@@ -25,7 +25,12 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "sse-service")
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// The go command that runs the tests is on PATH; GOROOT is the
+	// fallback (runtime.GOROOT is empty in -trimpath builds).
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
 	build := exec.Command(goCmd, "build", "-o", binary, "../cmd/sse-service")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

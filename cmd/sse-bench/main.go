@@ -119,6 +119,7 @@ Flags:
 	fs.IntVar(&c.Dials, "dials", 200, "streams being opened at once, at most")
 	fs.StringVar(&c.Topic, "topic", "bench", "topic to subscribe and publish to")
 	fs.StringVar(&c.Token, "token", "", "publish bearer token (required unless -rate 0)")
+	fs.StringVar(&c.SubscribeToken, "subscribe-token", "", "bearer token of the streams: a JWT whose sse.subscribe claim covers -topic, for a private topic")
 	fs.Float64Var(&c.Rate, "rate", 50, "events per second to publish; 0 only holds the streams open")
 	fs.IntVar(&c.Batch, "batch", 1, "events per publish request, 1 to 1000; above 1 uses the batch endpoint POST /v1/events")
 	fs.IntVar(&c.Size, "size", 64, fmt.Sprintf("payload `bytes` per event, %d to %d", ssebench.MinPayloadSize, ssebench.MaxPayloadSize))

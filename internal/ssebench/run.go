@@ -29,6 +29,9 @@ type Config struct {
 
 	Topic string
 	Token string
+	// SubscribeToken is sent as the streams' bearer token (a JWT for a
+	// private topic); empty sends none.
+	SubscribeToken string
 	// Rate is events per second to publish; 0 publishes nothing.
 	Rate float64
 	// Batch is events per publish request; above 1 the batch endpoint is
@@ -135,6 +138,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		targets: cfg.Targets,
 		sources: cfg.Sources,
 		topic:   cfg.Topic,
+		token:   cfg.SubscribeToken,
 		pollers: pollers,
 	}
 	r.connect(ctx, rep)

@@ -30,6 +30,7 @@ type streamSet struct {
 	targets []Target
 	sources []net.IP
 	topic   string
+	token   string // subscriber's bearer token, for private topics
 	pollers *pollerGroup
 
 	mu        sync.Mutex
@@ -44,7 +45,7 @@ type streamSet struct {
 func (s *streamSet) open(ctx context.Context, n, dials int) {
 	requests := make([][]byte, len(s.targets))
 	for i, t := range s.targets {
-		requests[i] = subscribeRequest(t, s.topic)
+		requests[i] = subscribeRequest(t, s.topic, s.token)
 	}
 	sem := make(chan struct{}, dials)
 	var pending sync.WaitGroup
@@ -130,14 +131,20 @@ func (s *streamSet) source(i int, t Target) *net.TCPAddr {
 }
 
 // subscribeRequest returns the raw HTTP/1.1 request that subscribes to
-// topic on t. It is the same for every stream to t.
-func subscribeRequest(t Target, topic string) []byte {
+// topic on t, with the bearer token when there is one. It is the same for
+// every stream to t.
+func subscribeRequest(t Target, topic, token string) []byte {
+	auth := ""
+	if token != "" {
+		auth = "Authorization: Bearer " + token + "\r\n"
+	}
 	return fmt.Appendf(nil, "GET %s/v1/events?topic=%s HTTP/1.1\r\n"+
 		"Host: %s\r\n"+
 		"Accept: text/event-stream\r\n"+
 		"Cache-Control: no-cache\r\n"+
+		"%s"+
 		"User-Agent: sse-bench\r\n\r\n",
-		t.Path, url.QueryEscape(topic), t.Host)
+		t.Path, url.QueryEscape(topic), t.Host, auth)
 }
 
 // subscribe sends request on conn and checks that the response, read

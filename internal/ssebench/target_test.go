@@ -64,10 +64,13 @@ func TestTargetPathAndRequest(t *testing.T) {
 	if tg.Base != "http://127.0.0.1:8080/prefix" || tg.Path != "/prefix" || tg.Host != "127.0.0.1:8080" {
 		t.Fatalf("target %+v", tg)
 	}
-	req := string(subscribeRequest(tg, "a b&c"))
+	req := string(subscribeRequest(tg, "a b&c", ""))
 	if !strings.HasPrefix(req, "GET /prefix/v1/events?topic=a+b%26c HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n") ||
-		!strings.HasSuffix(req, "\r\n\r\n") {
+		!strings.HasSuffix(req, "\r\n\r\n") || strings.Contains(req, "Authorization") {
 		t.Fatalf("request %q", req)
+	}
+	if req := string(subscribeRequest(tg, "t", "tok.en.x")); !strings.Contains(req, "\r\nAuthorization: Bearer tok.en.x\r\n") {
+		t.Fatalf("request with a token %q", req)
 	}
 }
 

@@ -327,7 +327,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 		`sse_connections_total{result="rejected_limit"}`, `sse_connections_total{result="bad_request"}`,
 		`sse_clients_dropped_total{reason="slow"}`, `sse_clients_dropped_total{reason="write_error"}`,
 		`sse_clients_dropped_total{reason="shutdown"}`, `sse_publish_failures_total{reason="invalid"}`,
-		`sse_publish_failures_total{reason="unauthorized"}`,
+		`sse_publish_failures_total{reason="unauthorized"}`, `sse_publish_failures_total{reason="forbidden"}`,
 	} {
 		if v, ok := m[k]; !ok || v != 0 {
 			t.Errorf("at start %s = %v (present %v), want 0", k, v, ok)

@@ -648,7 +648,11 @@ func TestPublishersMayUseAJWTForTheirTopics(t *testing.T) {
 			if tt.cookie != "" {
 				h["Cookie"] = testCookie + "=" + tt.cookie
 			}
-			before := ts.metrics.count("publish failed unauthorized")
+			reason := "publish failed unauthorized"
+			if tt.status == http.StatusForbidden {
+				reason = "publish failed forbidden"
+			}
+			before := ts.metrics.count(reason)
 			r := ts.do(t, http.MethodPost, tt.path, h, tt.body)
 			if tt.status == http.StatusCreated {
 				if r.status != tt.status {
@@ -659,7 +663,7 @@ func TestPublishersMayUseAJWTForTheirTopics(t *testing.T) {
 			if msg := wantJSONError(t, "publish", r, tt.status); !strings.Contains(msg, tt.msg) {
 				t.Fatalf("error %q does not say %q", msg, tt.msg)
 			}
-			if got, want := ts.metrics.count("publish failed unauthorized"), before+1; got != want {
+			if got, want := ts.metrics.count(reason), before+1; got != want {
 				t.Fatalf("publish failures counted %d times, want %d", got, want)
 			}
 		})

@@ -89,8 +89,10 @@ func publishFailure(status int) string {
 	switch status {
 	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
 		return "invalid"
-	case http.StatusUnauthorized, http.StatusForbidden:
+	case http.StatusUnauthorized:
 		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
 	case http.StatusRequestEntityTooLarge:
 		return "too_large"
 	case http.StatusServiceUnavailable:

@@ -83,7 +83,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.publishFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sse_publish_failures_total", Help: "Refused publish requests, by reason.",
 	}, []string{"reason"})
-	for _, r := range []string{"invalid", "unauthorized", "too_large", "unavailable", "error"} {
+	for _, r := range []string{"invalid", "unauthorized", "forbidden", "too_large", "unavailable", "error"} {
 		m.publishFailed.WithLabelValues(r)
 	}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -17,7 +17,7 @@ func readStatic(t *testing.T, name string) string {
 }
 
 func TestStaticContainsAssets(t *testing.T) {
-	for _, name := range []string{"static/index.html", "static/app.js", "static/style.css"} {
+	for _, name := range []string{"static/index.html", "static/app.js", "static/style.css", "static/favicon.svg"} {
 		t.Run(name, func(t *testing.T) {
 			if body := readStatic(t, name); strings.TrimSpace(body) == "" {
 				t.Errorf("%s is empty", name)

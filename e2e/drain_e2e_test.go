@@ -6,28 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/sse-service/sse-service/internal/testutil/natstest"
 )
-
-// startNATS runs a real nats-server with JetStream in this process.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	return srv.ClientURL()
-}
 
 // A deploy seen from the browser: the demo page, through nginx, follows a
 // topic served by instance A. A gets SIGTERM (as Kubernetes sends it); the
@@ -36,7 +16,7 @@ func startNATS(t *testing.T) string {
 // every event published before, during and after the drain is shown once,
 // in order, with no sse-gap.
 func TestDrainReconnectsToAnotherInstance(t *testing.T) {
-	natsURL := startNATS(t)
+	natsURL := natstest.Start(t).URL()
 	env := map[string]string{
 		"SSE_BROKER":             "nats",
 		"SSE_NATS_URL":           natsURL,

@@ -10,12 +10,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sse-service/sse-service/internal/testutil"
 )
 
 const publishToken = "e2e-publish-token-0123456789"
@@ -234,23 +235,8 @@ func (s *service) publishBatch(topic string, n, size int) {
 	}
 }
 
-// metric reads one sample of the service's /metrics, 0 when absent.
+// metric reads one sample of the service's /metrics.
 func (s *service) metric(sample string) float64 {
 	s.t.Helper()
-	resp, err := http.Get(s.admin + "/metrics")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				s.t.Fatalf("metric %s: %v", line, err)
-			}
-			return v
-		}
-	}
-	return 0
+	return testutil.Metric(s.t, s.admin, sample)
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/sse-service/sse-service/internal/testutil"
 )
 
 // jwksServer is an identity provider's JWKS endpoint whose keys the test
@@ -242,7 +244,7 @@ func TestBadAuthConfigIsRefusedAtStart(t *testing.T) {
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
-			var logs syncBuffer
+			var logs testutil.SyncBuffer
 			err := run(t.Context(), nil, &logs, &logs, func(addrs) { t.Error("the service started") })
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run: %v, want an error naming %s", err, tt.want)

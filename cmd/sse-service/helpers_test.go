@@ -4,14 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sse-service/sse-service/internal/testutil"
 )
 
 const testToken = "test-token-0123456789"
@@ -23,7 +23,7 @@ type service struct {
 	admin  string // base URL of the admin listener
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 }
 
 // startService runs the service with env (on top of test defaults) on
@@ -45,7 +45,7 @@ func startService(t *testing.T, env map[string]string) *service {
 		t.Setenv(k, v)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &service{t: t, cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	s := &service{t: t, cancel: cancel, done: make(chan error, 1), logs: &testutil.SyncBuffer{}}
 	started := make(chan addrs, 1)
 	go func() { s.done <- run(ctx, nil, io.Discard, s.logs, func(a addrs) { started <- a }) }()
 	select {
@@ -215,41 +215,9 @@ func (c *sseClient) readAll(timeout time.Duration) (string, error) {
 	return string(b), err
 }
 
-// syncBuffer is a log sink safe for the service's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // metric returns the value of one sample line of /metrics, e.g.
 // `sse_clients_dropped_total{reason="slow"}`.
 func (s *service) metric(sample string) float64 {
 	s.t.Helper()
-	resp, err := http.Get(s.admin + "/metrics")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			var v float64
-			fmt.Sscan(rest, &v)
-			return v
-		}
-	}
-	s.t.Fatalf("metric %s not found", sample)
-	return 0
+	return testutil.Metric(s.t, s.admin, sample)
 }

@@ -1,61 +1,17 @@
 package main
 
 import (
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/sse-service/sse-service/internal/testutil/natstest"
 )
 
-// natsServer is a real nats-server with JetStream in this process; its
-// port and storage survive a restart.
-type natsServer struct {
-	t    *testing.T
-	opts server.Options
-	srv  *server.Server
-}
-
-func startNATS(t *testing.T) *natsServer {
-	t.Helper()
-	ns := &natsServer{t: t, opts: server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	}}
-	ns.start()
-	t.Cleanup(ns.stop)
-	return ns
-}
-
-func (ns *natsServer) start() {
-	ns.t.Helper()
-	opts := ns.opts
-	srv, err := server.NewServer(&opts)
-	if err != nil {
-		ns.t.Fatalf("nats-server: %v", err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		ns.t.Fatal("nats-server did not start")
-	}
-	ns.srv = srv
-	ns.opts.Port = srv.Addr().(*net.TCPAddr).Port
-}
-
-func (ns *natsServer) stop() {
-	if ns.srv != nil {
-		ns.srv.Shutdown()
-		ns.srv.WaitForShutdown()
-		ns.srv = nil
-	}
-}
-
-func (ns *natsServer) url() string { return ns.srv.ClientURL() }
-
 func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
-	ns := startNATS(t)
-	env := map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.url(), "SSE_CLOCK_INTERVAL": "100ms"}
+	ns := natstest.Start(t)
+	env := map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.URL(), "SSE_CLOCK_INTERVAL": "100ms"}
 	a := startService(t, env)
 	b := startService(t, env)
 
@@ -102,8 +58,8 @@ func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
 // open streams stay open; after it is back, streams continue and every
 // acknowledged event is there.
 func TestNATSOutage(t *testing.T) {
-	ns := startNATS(t)
-	s := startService(t, map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.url(), "SSE_HEARTBEAT_INTERVAL": "200ms"})
+	ns := natstest.Start(t)
+	s := startService(t, map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.URL(), "SSE_HEARTBEAT_INTERVAL": "200ms"})
 	c := s.subscribe("/v1/events?topic=t")
 	zero := s.publish("t", "zero")
 	before := s.publish("t", "before")
@@ -113,7 +69,7 @@ func TestNATSOutage(t *testing.T) {
 		}
 	}
 
-	ns.stop()
+	ns.Stop()
 	deadline := time.Now().Add(20 * time.Second)
 	for s.status(s.admin+"/readyz") != http.StatusServiceUnavailable {
 		if time.Now().After(deadline) {
@@ -141,7 +97,7 @@ func TestNATSOutage(t *testing.T) {
 		}
 	}
 
-	ns.start()
+	ns.Start()
 	deadline = time.Now().Add(20 * time.Second)
 	for s.status(s.admin+"/readyz") != http.StatusOK {
 		if time.Now().After(deadline) {

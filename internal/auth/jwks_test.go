@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,13 +13,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
+
+	"github.com/sse-service/sse-service/internal/testutil"
 )
 
 // jwksServer serves a JWK Set that a test can change, as an identity
@@ -207,7 +207,7 @@ func TestJWKSBackgroundRefreshDropsRemovedKey(t *testing.T) {
 func TestJWKSRefreshFailureKeepsKeysAndIsLogged(t *testing.T) {
 	key := newRSAKey(t)
 	srv := newJWKSServer(t, jwk(t, "k", "RS256", &key.PublicKey))
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	v := newVerifier(t, Config{
 		JWKSURL: srv.URL, JWKSRefresh: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -307,22 +307,4 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

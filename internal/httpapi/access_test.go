@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 
 	"github.com/sse-service/sse-service/internal/auth"
 	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/testutil"
 )
 
 const (
@@ -426,24 +425,6 @@ func TestSubscriberTokenSourcesInOrder(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a log handler and a test.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // spanText is everything a recorded span says, for leak checks.
 func spanText(s tracetest.SpanStub) string {
 	var b strings.Builder
@@ -469,7 +450,7 @@ func TestQueryTokenNeverReachesSpansLogsOrErrors(t *testing.T) {
 	v := newTestVerifier(t, auth.Config{Secret: []byte(testJWTSecret)})
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts := startLoggedServer(t, log, Options{
 		PublishTokens: []string{testToken}, MaxTopics: 8, MaxEventBytes: 1 << 10,

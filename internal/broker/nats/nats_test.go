@@ -4,64 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
 	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/testutil/natstest"
 )
 
-// natsServer is a real nats-server with JetStream, in this process, on a
-// loopback port; its storage survives a restart.
-type natsServer struct {
-	t    *testing.T
-	dir  string
-	port int
-	srv  *server.Server
-}
-
-func startNATS(t *testing.T) *natsServer {
+func newBroker(t *testing.T, ns *natstest.Server, opts natsbroker.Options) *natsbroker.Broker {
 	t.Helper()
-	ns := &natsServer{t: t, dir: t.TempDir(), port: -1}
-	ns.start()
-	t.Cleanup(ns.stop)
-	return ns
-}
-
-func (ns *natsServer) start() {
-	ns.t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: ns.port, JetStream: true, StoreDir: ns.dir, NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		ns.t.Fatalf("nats-server: %v", err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		ns.t.Fatal("nats-server did not start")
-	}
-	ns.srv = srv
-	ns.port = srv.Addr().(*net.TCPAddr).Port // the same port after a restart
-}
-
-func (ns *natsServer) url() string { return ns.srv.ClientURL() }
-
-func (ns *natsServer) stop() {
-	if ns.srv != nil {
-		ns.srv.Shutdown()
-		ns.srv.WaitForShutdown()
-		ns.srv = nil
-	}
-}
-
-func newBroker(t *testing.T, ns *natsServer, opts natsbroker.Options) *natsbroker.Broker {
-	t.Helper()
-	opts.URL = ns.url()
+	opts.URL = ns.URL()
 	opts.ManageStream = true
 	b, err := natsbroker.New(context.Background(), opts)
 	if err != nil {
@@ -110,7 +65,7 @@ func publish(t *testing.T, b *natsbroker.Broker, m stream.Message) stream.Publis
 }
 
 func TestPublishReachesEveryReplicaInOrder(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	a := newBroker(t, ns, natsbroker.Options{})
 	b := newBroker(t, ns, natsbroker.Options{})
 	var sa, sb sink
@@ -137,7 +92,7 @@ func TestPublishReachesEveryReplicaInOrder(t *testing.T) {
 }
 
 func TestResumeOnAnotherReplicaAndAfterRestart(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	a := newBroker(t, ns, natsbroker.Options{})
 	var ids []string
 	for i := range 10 {
@@ -159,14 +114,14 @@ func TestResumeOnAnotherReplicaAndAfterRestart(t *testing.T) {
 }
 
 func TestServerDownPublishFailsFastAndStreamsContinueAfter(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	br := newBroker(t, ns, natsbroker.Options{RequestTimeout: time.Second})
 	var s sink
 	br.Attach(s.deliver)
 	before := publish(t, br, stream.Message{Topic: "t", Data: "before"})
 	s.wait(t, 1)
 
-	ns.stop()
+	ns.Stop()
 	_, err := br.Publish(context.Background(), []stream.Message{{Topic: "t", Data: "while down"}})
 	if !errors.Is(err, stream.ErrUnavailable) {
 		t.Fatalf("publish while NATS is down: %v, want ErrUnavailable", err)
@@ -175,7 +130,7 @@ func TestServerDownPublishFailsFastAndStreamsContinueAfter(t *testing.T) {
 		t.Fatal("Ready while NATS is down")
 	}
 
-	ns.start()
+	ns.Start()
 	deadline := time.Now().Add(15 * time.Second)
 	var after stream.Published
 	for {
@@ -203,7 +158,7 @@ func TestServerDownPublishFailsFastAndStreamsContinueAfter(t *testing.T) {
 // the stream after retention removed events gets a loss marker in their
 // place, never a silent jump.
 func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	pub := newBroker(t, ns, natsbroker.Options{HistorySize: 3})
 	late := newBroker(t, ns, natsbroker.Options{HistorySize: 3}) // head 0, not yet reading
 	var ids []string
@@ -226,7 +181,7 @@ func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
 // TestBatchIsAllOrNothing: JetStream refuses a batch over its atomic batch
 // size at the last event, after the others were sent: none may be stored.
 func TestBatchIsAllOrNothing(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	br := newBroker(t, ns, natsbroker.Options{})
 	var s sink
 	head := br.Attach(s.deliver)

@@ -12,6 +12,7 @@ import (
 	"github.com/sse-service/sse-service/internal/broker/brokertest"
 	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
 	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/testutil/natstest"
 )
 
 // TestBrokerSuite runs the behaviour suite every backend must pass, on a
@@ -19,10 +20,10 @@ import (
 // subject prefix on the one server, so they never share storage.
 func TestBrokerSuite(t *testing.T) {
 	var n atomic.Int64
-	open := func(t *testing.T, ns *natsServer, name string, o brokertest.Options) *natsbroker.Broker {
+	open := func(t *testing.T, ns *natstest.Server, name string, o brokertest.Options) *natsbroker.Broker {
 		t.Helper()
 		b, err := natsbroker.New(context.Background(), natsbroker.Options{
-			URL: ns.url(), Stream: name, SubjectPrefix: "t" + name, ManageStream: true,
+			URL: ns.URL(), Stream: name, SubjectPrefix: "t" + name, ManageStream: true,
 			HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL, IdempotencyWindow: o.IdempotencyWindow,
 		})
 		if err != nil {
@@ -30,12 +31,12 @@ func TestBrokerSuite(t *testing.T) {
 		}
 		return b
 	}
-	servers := map[*testing.T]*natsServer{}
-	server := func(t *testing.T) *natsServer {
+	servers := map[*testing.T]*natstest.Server{}
+	server := func(t *testing.T) *natstest.Server {
 		if ns, ok := servers[t]; ok {
 			return ns
 		}
-		ns := startNATS(t)
+		ns := natstest.Start(t)
 		servers[t] = ns
 		return ns
 	}
@@ -54,7 +55,7 @@ func TestBrokerSuite(t *testing.T) {
 		},
 		Recreate: func(t *testing.T, old stream.Broker, o brokertest.Options) stream.Broker {
 			ns := server(t)
-			nc, err := nats.Connect(ns.url())
+			nc, err := nats.Connect(ns.URL())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,0 +1,59 @@
+// Package natstest runs a real nats-server with JetStream inside a test
+// process. Only tests import it.
+package natstest
+
+import (
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Server is a real nats-server with JetStream in this process, on a loopback
+// port; its port and storage survive Stop and Start.
+type Server struct {
+	t    testing.TB
+	dir  string
+	port int
+	srv  *server.Server
+}
+
+// Start starts a server that is stopped when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	n := &Server{t: t, dir: t.TempDir(), port: -1}
+	n.Start()
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// Start starts the server (again, after Stop), on the same port.
+func (n *Server) Start() {
+	n.t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: n.port, JetStream: true, StoreDir: n.dir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		n.t.Fatalf("nats-server: %v", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		n.t.Fatal("nats-server did not start")
+	}
+	n.srv = srv
+	n.port = srv.Addr().(*net.TCPAddr).Port
+}
+
+// Stop shuts the server down and waits for it; it may be called twice.
+func (n *Server) Stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		n.srv = nil
+	}
+}
+
+// URL is the server's client URL (nats://127.0.0.1:port).
+func (n *Server) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }

@@ -256,9 +256,12 @@ type blockedConn struct {
 	mu       sync.Mutex
 	unblock  chan struct{}
 	released bool
+	writing  chan struct{} // closed by the first Write
+	once     sync.Once
 }
 
 func (c *blockedConn) Write(p []byte) (int, error) {
+	c.once.Do(func() { close(c.writing) })
 	<-c.unblock
 	return 0, fmt.Errorf("i/o timeout")
 }
@@ -275,11 +278,15 @@ func (c *blockedConn) SetWriteDeadline(t time.Time) error {
 
 func TestSlowSubscriberIsDroppedWithoutBlockingPublishers(t *testing.T) {
 	hub, _ := newHub(t, memory.Options{}, stream.Options{ClientBuffer: 8})
-	stalled := &blockedConn{unblock: make(chan struct{})}
+	stalled := &blockedConn{unblock: make(chan struct{}), writing: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan stream.CloseReason, 1)
 	go func() { done <- hub.Stream(ctx, stalled, stream.Subscription{Topics: []string{"t"}}).Reason }()
+	// Its first frame is written after it registered: from then on every
+	// publish queues for it. (Publishing before that could leave it never
+	// overflowing, stuck in the write.)
+	<-stalled.writing
 	healthy, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}})
 
 	// The stalled stream is stuck in its first write; 8 queued events fill

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -53,7 +54,7 @@ func (c Config) authProblems() []problem {
 	if len(c.privateEntries()) > 0 && !c.JWTConfigured() {
 		bad("PRIVATE_TOPICS", "private topics need a key to verify tokens: set SSE_JWT_SECRET, SSE_JWT_SECRET_FILE, SSE_JWT_PUBLIC_KEY_FILE or SSE_JWT_JWKS_URL")
 	}
-	if !validCookieName(c.AuthCookie) {
+	if (&http.Cookie{Name: c.AuthCookie}).Valid() != nil {
 		bad("AUTH_COOKIE", "%q is not a cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.AuthCookie)
 	}
 	if _, err := c.Origins(); err != nil {
@@ -127,21 +128,4 @@ func (c Config) Origins() ([]string, error) {
 		out = append(out, strings.ToLower(u.Scheme+"://"+u.Host))
 	}
 	return out, nil
-}
-
-// validCookieName reports whether s is an RFC 6265 cookie name (a token).
-func validCookieName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", ch) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

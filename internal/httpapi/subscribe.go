@@ -154,9 +154,9 @@ func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, h
 		res := s.hub.Stream(ctx, cc, sub)
 		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 		switch {
-		case res.Reason == stream.DroppedShutdown, res.Reason == stream.ClosedAuthExpired:
+		case res.Reason.Final():
 			// End the chunked body properly: the client sees a clean end
-			// after the retry or sse-auth-expired it was just sent.
+			// after the last frame it was just sent.
 			_, _ = conn.Write([]byte("0\r\n\r\n"))
 		case res.Reason == stream.ClosedUnavailable && cc.head != nil:
 			// Nothing was sent yet (the history could not be read for a

@@ -105,6 +105,13 @@ const (
 	ClosedAuthExpired CloseReason = "auth_expired"
 )
 
+// Final reports whether the hub ended the stream on purpose after writing
+// its last frame (a retry on shutdown, sse-auth-expired), so the response
+// can be ended properly, rather than because writing or the client failed.
+func (r CloseReason) Final() bool {
+	return r == DroppedShutdown || r == ClosedAuthExpired
+}
+
 // Metrics receives counts from the hub. Implementations must be safe for
 // concurrent use and cheap: EventsSent and Delivered run on the hot path.
 type Metrics interface {

@@ -58,14 +58,10 @@ func (p *tcpProxy) accept() {
 	}
 }
 
-func (p *tcpProxy) track(c net.Conn) bool {
+func (p *tcpProxy) track(c net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conns == nil {
-		return false
-	}
 	p.conns[c] = struct{}{}
-	return true
 }
 
 func (p *tcpProxy) serve(client net.Conn) {
@@ -74,10 +70,7 @@ func (p *tcpProxy) serve(client net.Conn) {
 	held := p.held
 	p.mu.Unlock()
 	<-held
-	if !p.track(client) {
-		client.Close()
-		return
-	}
+	p.track(client)
 	upstream, err := net.Dial("tcp", p.target)
 	if err != nil {
 		client.Close()

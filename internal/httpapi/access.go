@@ -96,12 +96,7 @@ func (s *server) subscriberToken(r *http.Request) string {
 // private reports whether subscribing to topic needs a token.
 func (s *server) private(topic string) bool {
 	if topic == clockTopic {
-		for _, p := range s.opts.PrivateTopics {
-			if p.String() == clockTopic {
-				return true
-			}
-		}
-		return false
+		return s.clockPrivate
 	}
 	return s.opts.PrivateTopics.Match(topic)
 }

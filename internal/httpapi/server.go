@@ -4,23 +4,23 @@ package httpapi
 
 import (
 	"context"
-
 	"fmt"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"go.opentelemetry.io/otel/propagation"
-	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
-	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sse-service/sse-service/internal/auth"
 	"github.com/sse-service/sse-service/internal/stream"
@@ -81,6 +81,9 @@ type server struct {
 	opts    Options
 	limiter *connLimiter
 	tokens  *tokenSet
+	// clockPrivate: the clock topic is listed by name in PrivateTopics
+	// (a pattern alone never makes it private).
+	clockPrivate bool
 
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -148,7 +151,10 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		opts:    opts,
 		limiter: newConnLimiter(opts.MaxConnections, opts.MaxConnsPerIP),
 		tokens:  newTokenSet(opts.PublishTokens),
-		conns:   make(map[net.Conn]struct{}),
+		clockPrivate: slices.ContainsFunc(opts.PrivateTopics, func(p auth.Pattern) bool {
+			return p.String() == clockTopic
+		}),
+		conns: make(map[net.Conn]struct{}),
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -88,6 +88,29 @@ func (e *GapError) Error() string {
 	return fmt.Sprintf("cannot resume after %q: %s", e.LastEventID, e.Reason)
 }
 
+// The history every broker keeps unless told otherwise (the service's
+// SSE_HISTORY_SIZE, SSE_HISTORY_TTL and SSE_IDEMPOTENCY_WINDOW defaults).
+const (
+	DefaultHistorySize       = 1000
+	DefaultHistoryTTL        = time.Hour
+	DefaultIdempotencyWindow = 2 * time.Minute
+)
+
+// RetentionDefaults replaces unset (zero or negative) retention settings
+// of a broker with the defaults above.
+func RetentionDefaults(size int, ttl, window time.Duration) (int, time.Duration, time.Duration) {
+	if size <= 0 {
+		size = DefaultHistorySize
+	}
+	if ttl <= 0 {
+		ttl = DefaultHistoryTTL
+	}
+	if window <= 0 {
+		window = DefaultIdempotencyWindow
+	}
+	return size, ttl, window
+}
+
 // CloseReason says why a stream ended.
 type CloseReason string
 

@@ -55,15 +55,8 @@ var _ stream.Broker = (*Broker)(nil)
 
 // New returns an empty broker with a fresh epoch.
 func New(opts Options) *Broker {
-	if opts.HistorySize <= 0 {
-		opts.HistorySize = 1000
-	}
-	if opts.HistoryTTL <= 0 {
-		opts.HistoryTTL = time.Hour
-	}
-	if opts.IdempotencyWindow <= 0 {
-		opts.IdempotencyWindow = 2 * time.Minute
-	}
+	opts.HistorySize, opts.HistoryTTL, opts.IdempotencyWindow =
+		stream.RetentionDefaults(opts.HistorySize, opts.HistoryTTL, opts.IdempotencyWindow)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

@@ -87,15 +87,8 @@ func (o Options) withDefaults() Options {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
-	if o.HistorySize <= 0 {
-		o.HistorySize = 1000
-	}
-	if o.HistoryTTL <= 0 {
-		o.HistoryTTL = time.Hour
-	}
-	if o.IdempotencyWindow <= 0 {
-		o.IdempotencyWindow = 2 * time.Minute
-	}
+	o.HistorySize, o.HistoryTTL, o.IdempotencyWindow =
+		stream.RetentionDefaults(o.HistorySize, o.HistoryTTL, o.IdempotencyWindow)
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 5 * time.Second
 	}

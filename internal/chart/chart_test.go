@@ -374,26 +374,8 @@ func TestChart(t *testing.T) {
 				if r.natsStreamReplicas != "" && env["SSE_NATS_REPLICAS"] != r.natsStreamReplicas {
 					t.Errorf("SSE_NATS_REPLICAS=%q, want %s", env["SSE_NATS_REPLICAS"], r.natsStreamReplicas)
 				}
-				for _, f := range []struct {
-					env    string
-					secret [2]string
-				}{{"SSE_NATS_CREDS_FILE", r.natsCreds}, {"SSE_NATS_CA_FILE", r.natsCA}} {
-					file, ok := env[f.env]
-					if f.secret[0] == "" {
-						if ok {
-							t.Errorf("%s=%q without its Secret", f.env, file)
-						}
-						continue
-					}
-					if file == "" {
-						t.Errorf("%s not set, want the file of Secret %s", f.env, f.secret[0])
-						continue
-					}
-					name, key := secretFile(t, c, pod, file)
-					if name != f.secret[0] || key != f.secret[1] {
-						t.Errorf("%s=%s comes from Secret %q key %q, want %q key %q", f.env, file, name, key, f.secret[0], f.secret[1])
-					}
-				}
+				checkSecretFile(t, c, pod, env, "SSE_NATS_CREDS_FILE", r.natsCreds)
+				checkSecretFile(t, c, pod, env, "SSE_NATS_CA_FILE", r.natsCA)
 			})
 
 			t.Run("jwt keys from Secret volumes", func(t *testing.T) {
@@ -409,26 +391,8 @@ func TestChart(t *testing.T) {
 				if r.private != "" && env["SSE_JWT_SECRET_FILE"] == "" && env["SSE_JWT_PUBLIC_KEY_FILE"] == "" && env["SSE_JWT_JWKS_URL"] == "" {
 					t.Error("SSE_PRIVATE_TOPICS without a JWT key source: the service would refuse to start")
 				}
-				for _, f := range []struct {
-					env    string
-					secret [2]string
-				}{{"SSE_JWT_SECRET_FILE", r.jwtSecret}, {"SSE_JWT_PUBLIC_KEY_FILE", r.jwtPublicKey}} {
-					file, ok := env[f.env]
-					if f.secret[0] == "" {
-						if ok {
-							t.Errorf("%s=%q without its Secret", f.env, file)
-						}
-						continue
-					}
-					if file == "" {
-						t.Errorf("%s not set, want the file of Secret %s", f.env, f.secret[0])
-						continue
-					}
-					name, key := secretFile(t, c, pod, file)
-					if name != f.secret[0] || key != f.secret[1] {
-						t.Errorf("%s=%s comes from Secret %q key %q, want %q key %q", f.env, file, name, key, f.secret[0], f.secret[1])
-					}
-				}
+				checkSecretFile(t, c, pod, env, "SSE_JWT_SECRET_FILE", r.jwtSecret)
+				checkSecretFile(t, c, pod, env, "SSE_JWT_PUBLIC_KEY_FILE", r.jwtPublicKey)
 			})
 
 			t.Run("security context", func(t *testing.T) {
@@ -655,6 +619,26 @@ func TestChart(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// checkSecretFile checks that the variable name points at the mounted key
+// of the Secret secret ({name, key}), or is unset when secret's name is empty.
+func checkSecretFile(t *testing.T, c, pod map[string]any, env map[string]string, name string, secret [2]string) {
+	t.Helper()
+	file, ok := env[name]
+	if secret[0] == "" {
+		if ok {
+			t.Errorf("%s=%q without its Secret", name, file)
+		}
+		return
+	}
+	if file == "" {
+		t.Errorf("%s not set, want the file of Secret %s", name, secret[0])
+		return
+	}
+	if gotName, gotKey := secretFile(t, c, pod, file); gotName != secret[0] || gotKey != secret[1] {
+		t.Errorf("%s=%s comes from Secret %q key %q, want %q key %q", name, file, gotName, gotKey, secret[0], secret[1])
 	}
 }
 

@@ -89,6 +89,12 @@ func startService(t *testing.T, name string, env map[string]string) *service {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("%s did not start listening\n%s", name, s.logText())
 	}
+	// Listening is not ready: with NATS, the broker connects after.
+	for deadline := time.Now().Add(20 * time.Second); status(t, s.admin+"/readyz") != http.StatusOK; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready 20s after it listened\n%s", name, s.logText())
+		}
+	}
 	return s
 }
 

@@ -56,8 +56,15 @@ func startService(t *testing.T, env map[string]string) *service {
 		t.Fatalf("service did not start: %v\nlogs:\n%s", err, s.logs)
 	}
 	t.Cleanup(func() { s.stop() })
-	if code := s.status(s.admin + "/readyz"); code != http.StatusOK {
-		t.Fatalf("/readyz = %d after start", code)
+	// Ready once the broker is: the NATS one connects in the background.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		code := s.status(s.admin + "/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d 10s after start\nlogs:\n%s", code, s.logs)
+		}
 	}
 	return s
 }

@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	m.SetMaxConnections(cfg.MaxConnections)
-	broker, brokerReady, err := newBroker(ctx, cfg, log)
+	broker, err := newBroker(cfg, log, reg)
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	public := httpapi.NewServer(hub, m, log, opts)
 	var ready atomic.Bool
 	adminSrv := admin.NewServer(reg, log, admin.Options{
-		Ready: func() bool { return ready.Load() && brokerReady() },
+		// Ready while not draining, the hub has the broker's position and
+		// the broker (if it can tell) can store and replay events.
+		Ready: func() bool {
+			r, ok := broker.(interface{ Ready() bool })
+			return ready.Load() && hub.Ready() && (!ok || r.Ready())
+		},
 		PProf: cfg.PProf,
 	})
 
@@ -241,7 +246,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	return runErr
 }
 
-// newBroker returns the configured backend and a readiness check for it.
 // newVerifier builds the JWT verifier when a key source is configured
 // (nil otherwise); a JWKS is fetched before the service starts.
 func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (*auth.Verifier, error) {
@@ -272,10 +276,12 @@ func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (*aut
 	return v, nil
 }
 
-func newBroker(ctx context.Context, cfg config.Config, log *slog.Logger) (stream.Broker, func() bool, error) {
+// newBroker returns the configured backend. The NATS one connects in the
+// background: the service starts, not ready, before NATS does.
+func newBroker(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (stream.Broker, error) {
 	switch cfg.Broker {
 	case "nats":
-		b, err := natsbroker.New(ctx, natsbroker.Options{
+		b, err := natsbroker.New(natsbroker.Options{
 			URL:               cfg.NATSURL,
 			CredsFile:         cfg.NATSCredsFile,
 			CAFile:            cfg.NATSCAFile,
@@ -287,18 +293,18 @@ func newBroker(ctx context.Context, cfg config.Config, log *slog.Logger) (stream
 			HistoryTTL:        cfg.HistoryTTL,
 			IdempotencyWindow: cfg.IdempotencyWindow,
 			Log:               log,
+			Metrics:           metrics.NewBroker(reg),
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("SSE_BROKER=nats: %w", err)
+			return nil, fmt.Errorf("SSE_BROKER=nats: %w", err)
 		}
-		return b, b.Ready, nil
+		return b, nil
 	default:
-		b := memory.New(memory.Options{
+		return memory.New(memory.Options{
 			HistorySize:       cfg.HistorySize,
 			HistoryTTL:        cfg.HistoryTTL,
 			IdempotencyWindow: cfg.IdempotencyWindow,
-		})
-		return b, func() bool { return true }, nil
+		}), nil
 	}
 }
 

@@ -269,6 +269,17 @@ func (c Config) problems() []problem {
 			}
 		}
 		between("NATS_REPLICAS", c.NATSReplicas, 1, 5)
+		// What JetStream refuses in a stream's configuration, said here
+		// with the variables' names rather than as an error from NATS.
+		if c.HistoryTTL > 0 && c.HistoryTTL < 100*time.Millisecond {
+			bad("HISTORY_TTL", "must be at least 100ms with SSE_BROKER=nats (JetStream's minimum max age; got %s)", c.HistoryTTL)
+		}
+		if c.IdempotencyWindow > 0 && c.IdempotencyWindow < 100*time.Millisecond {
+			bad("IDEMPOTENCY_WINDOW", "must be at least 100ms with SSE_BROKER=nats (JetStream's minimum duplicate window; got %s)", c.IdempotencyWindow)
+		}
+		if c.IdempotencyWindow > c.HistoryTTL && c.HistoryTTL >= 100*time.Millisecond {
+			bad("IDEMPOTENCY_WINDOW", "must not be longer than SSE_HISTORY_TTL (%s) with SSE_BROKER=nats: JetStream cannot remember a message id longer than it keeps the message (got %s)", c.HistoryTTL, c.IdempotencyWindow)
+		}
 		if c.MaxBatchEvents > 1000 {
 			bad("MAX_BATCH_EVENTS", "must be at most 1000 with SSE_BROKER=nats: a batch is stored atomically, and JetStream takes up to 1000 messages in one atomic batch (got %d)", c.MaxBatchEvents)
 		}

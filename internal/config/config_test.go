@@ -176,6 +176,13 @@ func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"token with a space", map[string]string{"PUBLISH_TOKENS": "aaaaaaaa bbbbbbbbbbbb"}, []string{"SSE_PUBLISH_TOKENS", "without spaces"}},
 		{"token with a non-ASCII byte", map[string]string{"PUBLISH_TOKENS": "aaaaaaaaaaaaaaaaé"}, []string{"SSE_PUBLISH_TOKENS", "printable ASCII"}},
 		{"missing tokens file", map[string]string{"PUBLISH_TOKENS_FILE": "/nonexistent/sse-tokens"}, []string{"SSE_PUBLISH_TOKENS_FILE", "/nonexistent/sse-tokens"}},
+		// What JetStream would refuse as a stream configuration.
+		{"nats: idempotency window over the TTL", map[string]string{"BROKER": "nats", "NATS_URL": "nats://n:4222", "HISTORY_TTL": "1m", "IDEMPOTENCY_WINDOW": "2m"},
+			[]string{"SSE_IDEMPOTENCY_WINDOW", "SSE_HISTORY_TTL", "1m0s", "2m0s"}},
+		{"nats: TTL under 100ms", map[string]string{"BROKER": "nats", "NATS_URL": "nats://n:4222", "HISTORY_TTL": "50ms", "IDEMPOTENCY_WINDOW": "100ms"},
+			[]string{"SSE_HISTORY_TTL", "at least 100ms"}},
+		{"nats: window under 100ms", map[string]string{"BROKER": "nats", "NATS_URL": "nats://n:4222", "IDEMPOTENCY_WINDOW": "10ms"},
+			[]string{"SSE_IDEMPOTENCY_WINDOW", "at least 100ms"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -72,6 +72,10 @@ func toAPIError(err error, jitter time.Duration) *apiError {
 		return newError(http.StatusBadRequest, err.Error())
 	case errors.Is(err, stream.ErrDraining):
 		return &apiError{status: http.StatusServiceUnavailable, msg: "server is shutting down, reconnect to another instance", retryAfter: retryAfter(jitter)}
+	case errors.Is(err, stream.ErrOutcomeUnknown):
+		// Sent, never answered: saying "nothing was stored" could be a
+		// lie, and so could "stored".
+		return &apiError{status: http.StatusGatewayTimeout, msg: "event backend did not answer in time: the event may or may not be stored; repeat the request with the same Idempotency-Key (one is needed to retry safely)", retryAfter: retryAfter(jitter)}
 	case errors.Is(err, stream.ErrUnavailable):
 		return &apiError{status: http.StatusServiceUnavailable, msg: "event backend unavailable, nothing was stored; retry later", retryAfter: retryAfter(jitter)}
 	case errors.As(err, &he):
@@ -97,6 +101,8 @@ func publishFailure(status int) string {
 		return "too_large"
 	case http.StatusServiceUnavailable:
 		return "unavailable"
+	case http.StatusGatewayTimeout:
+		return "timeout"
 	}
 	return "error"
 }

@@ -34,7 +34,7 @@ type Metrics interface {
 	// stream (route is the pattern, "" when none matched).
 	Request(route, method string, code int, took time.Duration)
 	// PublishFailed counts a refused publish by reason: invalid,
-	// unauthorized, forbidden, too_large, unavailable or error.
+	// unauthorized, forbidden, too_large, unavailable, timeout or error.
 	PublishFailed(reason string)
 }
 

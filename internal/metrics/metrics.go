@@ -83,7 +83,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.publishFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sse_publish_failures_total", Help: "Refused publish requests, by reason.",
 	}, []string{"reason"})
-	for _, r := range []string{"invalid", "unauthorized", "forbidden", "too_large", "unavailable", "error"} {
+	for _, r := range []string{"invalid", "unauthorized", "forbidden", "too_large", "unavailable", "timeout", "error"} {
 		m.publishFailed.WithLabelValues(r)
 	}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -178,3 +178,98 @@ func (m *Metrics) Request(route, method string, code int, took time.Duration) {
 
 // HeartbeatSent implements stream.Metrics.
 func (m *Metrics) HeartbeatSent() { m.heartbeats.Inc() }
+
+// Broker holds the sse_broker_* collectors of the distributed backend and
+// implements its Metrics interface (internal/broker/nats). Create it with
+// NewBroker only when that backend is in use: its series would otherwise
+// report a backend that does not exist as down.
+type Broker struct {
+	connected      prometheus.Gauge
+	publishTime    prometheus.Histogram
+	publishFailed  map[string]prometheus.Counter
+	replayTime     prometheus.Histogram
+	replayFailed   map[string]prometheus.Counter
+	received, lost prometheus.Counter
+}
+
+// Failure reasons of the broker's publishes and replays (the nats
+// package's Failure* values).
+var brokerFailures = []string{"unavailable", "timeout", "error"}
+
+// NewBroker creates the broker collectors and registers them on reg.
+func NewBroker(reg prometheus.Registerer) *Broker {
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	b := &Broker{
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sse_broker_connected", Help: "1 while this replica is connected to the event backend (NATS), else 0.",
+		}),
+		publishTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sse_broker_publish_duration_seconds", Help: "Time to store a publish in the event backend, retries included (stored ones only).",
+			Buckets: latency,
+		}),
+		replayTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sse_broker_replay_duration_seconds", Help: "Time to read a resume's history from the event backend, writing it to the client included.",
+			Buckets: latency,
+		}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sse_broker_events_received_total", Help: "Events this replica's live feed received from the event backend.",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sse_broker_events_lost_total", Help: "Events removed from the event backend before this replica's live feed could read them (streams got an sse-gap).",
+		}),
+	}
+	publishFailed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sse_broker_publish_failures_total", Help: "Publishes the event backend did not store, by reason (timeout: sent, outcome unknown).",
+	}, []string{"reason"})
+	replayFailed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sse_broker_replay_failures_total", Help: "Resumes whose history could not be read from the event backend, by reason.",
+	}, []string{"reason"})
+	b.publishFailed, b.replayFailed = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}
+	for _, r := range brokerFailures {
+		b.publishFailed[r] = publishFailed.WithLabelValues(r)
+		b.replayFailed[r] = replayFailed.WithLabelValues(r)
+	}
+	reg.MustRegister(b.connected, b.publishTime, publishFailed, b.replayTime, replayFailed, b.received, b.lost)
+	return b
+}
+
+// BrokerConnected implements the broker's Metrics.
+func (b *Broker) BrokerConnected(up bool) {
+	if up {
+		b.connected.Set(1)
+	} else {
+		b.connected.Set(0)
+	}
+}
+
+// BrokerPublished implements the broker's Metrics.
+func (b *Broker) BrokerPublished(_ int, took time.Duration, failure string) {
+	if failure == "" {
+		b.publishTime.Observe(took.Seconds())
+		return
+	}
+	b.failed(b.publishFailed, failure)
+}
+
+// BrokerReplayed implements the broker's Metrics.
+func (b *Broker) BrokerReplayed(took time.Duration, failure string) {
+	if failure == "" {
+		b.replayTime.Observe(took.Seconds())
+		return
+	}
+	b.failed(b.replayFailed, failure)
+}
+
+func (b *Broker) failed(by map[string]prometheus.Counter, reason string) {
+	if c, ok := by[reason]; ok {
+		c.Inc()
+		return
+	}
+	by["error"].Inc()
+}
+
+// BrokerReceived implements the broker's Metrics.
+func (b *Broker) BrokerReceived(n int) { b.received.Add(float64(n)) }
+
+// BrokerLost implements the broker's Metrics.
+func (b *Broker) BrokerLost(n uint64) { b.lost.Add(float64(n)) }

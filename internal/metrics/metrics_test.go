@@ -161,7 +161,7 @@ func TestEveryLabelValueExistsAtZeroFromTheStart(t *testing.T) {
 	for _, r := range []string{"slow", "write_error", "shutdown"} {
 		want = append(want, fmt.Sprintf("sse_clients_dropped_total{reason=%q}", r))
 	}
-	for _, r := range []string{"invalid", "unauthorized", "forbidden", "too_large", "unavailable", "error"} {
+	for _, r := range []string{"invalid", "unauthorized", "forbidden", "too_large", "unavailable", "timeout", "error"} {
 		want = append(want, fmt.Sprintf("sse_publish_failures_total{reason=%q}", r))
 	}
 	for _, name := range want {

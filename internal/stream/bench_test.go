@@ -12,14 +12,16 @@ import (
 	"github.com/sse-service/sse-service/internal/stream"
 )
 
-// feedBroker hands the benchmark the hub's deliver function, so fan-out is
+// feedBroker hands the benchmark (or a test) the hub's feed, so fan-out is
 // measured without any broker work.
-type feedBroker struct{ deliver func(*stream.Event) }
+type feedBroker struct{ feed stream.Feed }
 
-func (b *feedBroker) Attach(d func(*stream.Event)) stream.Position {
-	b.deliver = d
-	return stream.Position{ID: "bench-0"}
+func (b *feedBroker) Attach(f stream.Feed) {
+	b.feed = f
+	f.Start(stream.Position{ID: "bench-0"})
 }
+
+func (b *feedBroker) deliver(ev *stream.Event) { b.feed.Deliver(ev) }
 func (*feedBroker) Publish(context.Context, []stream.Message) ([]stream.Published, error) {
 	return nil, nil
 }

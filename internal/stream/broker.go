@@ -25,41 +25,57 @@ type Position struct {
 // the hub. Implementations live in internal/broker/...; all of them must pass
 // the shared suite in internal/broker/brokertest.
 type Broker interface {
-	// Attach sets the function the broker calls with every event stored from
-	// now on, in Seq order, each exactly once, from one goroutine at a time,
-	// and returns the position of the newest event stored before. deliver
-	// must not block. Attach is called once, by NewHub, before any Publish.
-	// A broker that finds events were removed before it could deliver them
-	// passes a loss marker (see NewLossMarker) in their place.
-	Attach(deliver func(*Event)) Position
+	// Attach sets where the broker hands what it stores (the hub, through
+	// NewHub, once, before any Publish). The broker calls f.Start once,
+	// when it knows its newest stored event (at once for a broker in this
+	// process; once a remote backend is reachable for the distributed
+	// one), then f.Deliver with every event stored after it.
+	Attach(f Feed)
 
 	// Publish validates nothing (the hub did), stores msgs in order and
 	// returns one result each. When it returns nil, every event is stored
-	// and will reach deliver; when it returns an error, none is. A message
-	// whose IdempotencyKey was seen on its topic within the broker's window
-	// stores nothing and returns the first event's id as a duplicate. Errors
-	// wrap ErrUnavailable when the backend cannot take events now.
+	// and will reach Deliver; when it returns an error wrapping
+	// ErrUnavailable, none is. An error wrapping ErrOutcomeUnknown means
+	// the backend may or may not have stored them (a request that timed
+	// out after it was sent): repeating the publish with the same
+	// idempotency keys settles it. A message whose IdempotencyKey was seen
+	// on its topic within the broker's window stores nothing and returns
+	// the first event's id as a duplicate.
 	Publish(ctx context.Context, msgs []Message) ([]Published, error)
 
 	// Replay calls fn, in Seq order, for every retained event on any of
 	// topics with a Seq greater than the one lastEventID names and not
 	// greater than upTo. When events after lastEventID may have existed but
 	// are not retained, or the id is malformed or from another stream, it
-	// calls fn for nothing and returns a *GapError.
+	// returns a *GapError, before calling fn for anything (or, for events
+	// removed while the replay runs, right after the last event before
+	// them). It returns promptly once ctx is done.
 	Replay(ctx context.Context, topics []string, lastEventID string, upTo uint64, fn func(*Event) error) error
 
 	// Close releases the broker's resources. Publish and Replay fail after it.
 	Close() error
 }
 
-// NewLossMarker is what a broker delivers in place of events it lost before
-// delivering them (a distributed broker's retention can remove events before
-// a lagging replica reads them). Their topics are unknown, so the hub tells
-// every open stream with an sse-gap event rather than skip silently. id and
-// seq are the last lost event's; lastID is the last event delivered before.
-func NewLossMarker(id string, seq uint64, lastID string) *Event {
-	return &Event{ID: id, Seq: seq, Type: TypeGap, Published: time.Now(), lostAfter: lastID}
+// Feed receives what a broker stores, in order. The hub implements it; a
+// broker calls it from one goroutine at a time, and no method may block.
+type Feed interface {
+	// Start gives the position of the newest event stored before delivery
+	// begins. It is called once, before any Deliver or Lost.
+	Start(head Position)
+	// Deliver hands over one stored event: every event stored after the
+	// head, in Seq order, each exactly once.
+	Deliver(ev *Event)
+	// Lost says the broker lost events before it could deliver them (a
+	// distributed broker's retention can remove events before a lagging
+	// replica reads them): those after the one named after, up to and
+	// including last. Their topics are unknown.
+	Lost(last Position, after string)
 }
+
+// ErrOutcomeUnknown means a publish was sent but its answer never came: the
+// events may be stored. It maps to 504; the publisher should repeat the
+// request with the same Idempotency-Key.
+var ErrOutcomeUnknown = errors.New("publish outcome unknown")
 
 // Published is the outcome of publishing one message.
 type Published struct {

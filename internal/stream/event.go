@@ -83,11 +83,7 @@ type Event struct {
 	Trace trace.SpanContext
 
 	exemplarTaken atomic.Bool // the event's trace went into one exemplar
-	lostAfter     string      // set on loss markers only: see NewLossMarker
 }
-
-// isLossMarker reports whether e stands for events the broker lost.
-func (e *Event) isLossMarker() bool { return e.Topic == "" && e.Type == TypeGap }
 
 // takeExemplar reports whether this delivery should carry the event's
 // trace id as an exemplar: once per sampled event, so the histogram links

@@ -97,9 +97,10 @@ type Hub struct {
 	opts    Options
 	batches sync.Pool // *batch, for gathered writes
 
-	mu       sync.Mutex // guards topics, head and draining
+	mu       sync.Mutex // guards topics, head, started and draining
 	topics   map[string]map[*subscriber]struct{}
-	head     Position // newest event handed to deliver
+	head     Position // newest event the broker handed over
+	started  bool     // the broker gave its head (Feed.Start)
 	draining bool
 }
 
@@ -113,8 +114,16 @@ func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub
 		topics:  make(map[string]map[*subscriber]struct{}),
 	}
 	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
-	h.head = broker.Attach(h.deliver)
+	broker.Attach(feed{h})
 	return h
+}
+
+// Ready reports whether the broker has started feeding the hub: until
+// then a resume cannot be served (its end is not known yet).
+func (h *Hub) Ready() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.started
 }
 
 // Publish validates msgs (all or nothing), hands them to the broker and
@@ -208,13 +217,23 @@ func (h *Hub) PublishLocal(m Message) error {
 	return nil
 }
 
-// deliver is the broker's callback: it queues ev for every subscriber of its
-// topic without ever blocking, dropping those whose queue is full.
-func (h *Hub) deliver(ev *Event) {
-	if ev.isLossMarker() {
-		h.deliverLoss(ev)
-		return
-	}
+// feed is the hub's side of the broker: what the broker stores arrives
+// here, and is queued for subscribers without ever blocking.
+type feed struct{ h *Hub }
+
+var _ Feed = feed{}
+
+func (f feed) Start(head Position) {
+	h := f.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.head, h.started = head, true
+}
+
+// Deliver queues ev for every subscriber of its topic, dropping those whose
+// queue is full.
+func (f feed) Deliver(ev *Event) {
+	h := f.h
 	h.mu.Lock()
 	h.head = Position{Seq: ev.Seq, ID: ev.ID}
 	for s := range h.topics[ev.Topic] {
@@ -223,18 +242,19 @@ func (h *Hub) deliver(ev *Event) {
 	h.mu.Unlock()
 }
 
-// deliverLoss sends every open stream one sse-gap event for events the
-// broker lost before delivering them. Its id is the last lost event's, so a
+// Lost sends every open stream one sse-gap event for events the broker
+// lost before delivering them. Its id is the last lost event's, so a
 // client that reconnects resumes after the loss.
-func (h *Hub) deliverLoss(marker *Event) {
+func (f feed) Lost(last Position, after string) {
+	h := f.h
 	gap := &Event{
-		ID: marker.ID, Seq: marker.Seq, Type: TypeGap, Published: marker.Published,
-		Frame: appendGap(nil, marker.ID, &GapError{LastEventID: marker.lostAfter, Reason: GapExpired}),
+		ID: last.ID, Seq: last.Seq, Type: TypeGap, Published: time.Now(),
+		Frame: appendGap(nil, last.ID, &GapError{LastEventID: after, Reason: GapExpired}),
 	}
-	h.log.Warn("broker lost events before delivering them: every stream gets an sse-gap", "last_lost", marker.ID)
+	h.log.Warn("broker lost events before delivering them: every stream gets an sse-gap", "last_lost", last.ID, "after", after)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.head = Position{Seq: marker.Seq, ID: marker.ID}
+	h.head = last
 	seen := map[*subscriber]bool{}
 	for _, set := range h.topics {
 		for s := range set {
@@ -256,8 +276,9 @@ func (h *Hub) offer(s *subscriber, ev *Event) {
 }
 
 // register adds s to its topics and returns the newest event it will not be
-// sent live: everything after it is pushed to s.
-func (h *Hub) register(s *subscriber, topics []string) Position {
+// sent live (everything after it is pushed to s), and whether the broker has
+// started (before, the newest event is not known).
+func (h *Hub) register(s *subscriber, topics []string) (Position, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.draining {
@@ -271,7 +292,7 @@ func (h *Hub) register(s *subscriber, topics []string) Position {
 		}
 		set[s] = struct{}{}
 	}
-	return h.head
+	return h.head, h.started
 }
 
 func (h *Hub) unregister(s *subscriber, topics []string) {
@@ -302,6 +323,9 @@ type subscriber struct {
 	stopped chan struct{} // closed by stop
 	why     atomic.Int32  // a stop reason, set once before stopped closes
 	conn    Conn
+	// endReplay cancels the resume's replay: a drain or a drop never
+	// waits for the broker.
+	endReplay context.CancelFunc
 }
 
 // push queues ev unless limit events already wait, and reports whether it
@@ -349,6 +373,7 @@ func (s *subscriber) stop(why int32) {
 		return
 	}
 	close(s.stopped)
+	s.endReplay()
 	if why == stopSlow {
 		// A deadline in the past makes a blocked Write return now instead
 		// of after WriteTimeout. An error here only means the write will
@@ -391,21 +416,33 @@ const maxReplayLinks = 32
 // replay, live events, heartbeats and the final retry.
 func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 	start := time.Now()
+	replayCtx, endReplay := context.WithCancel(ctx)
+	defer endReplay()
 	s := &subscriber{
-		ready:   make(chan struct{}, 1),
-		stopped: make(chan struct{}),
-		conn:    conn,
+		ready:     make(chan struct{}, 1),
+		stopped:   make(chan struct{}),
+		conn:      conn,
+		endReplay: endReplay,
 	}
 	h.metrics.StreamOpened()
-	head := h.register(s, sub.Topics)
+	head, started := h.register(s, sub.Topics)
 	w := &writer{h: h, s: s}
-	reason := h.serve(ctx, w, sub, head)
+	var reason CloseReason
+	if sub.LastEventID != "" && !started {
+		// The broker has not told where its events end yet: a resume
+		// cannot be served now (the client is answered 503 and retries).
+		reason = ClosedUnavailable
+	} else {
+		reason = h.serve(ctx, replayCtx, w, sub, head)
+	}
 	h.unregister(s, sub.Topics)
 	h.metrics.StreamClosed(reason, time.Since(start))
 	return Result{Reason: reason, Sent: w.sent, Replayed: w.replayed}
 }
 
-func (h *Hub) serve(ctx context.Context, w *writer, sub Subscription, head Position) CloseReason {
+// serve writes the first frame, the replay (under replayCtx, which a stop
+// cancels) and then live events until the stream ends.
+func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) CloseReason {
 	s := w.s
 	defer w.release()
 
@@ -413,7 +450,7 @@ func (h *Hub) serve(ctx context.Context, w *writer, sub Subscription, head Posit
 	b.buf = AppendRetry(b.buf, h.opts.Retry)
 	b.buf = append(b.buf, ": connected\n\n"...)
 	if sub.LastEventID != "" {
-		if reason, ok := h.replay(ctx, w, sub, head); !ok {
+		if reason, ok := h.replay(ctx, replayCtx, w, sub, head); !ok {
 			return reason
 		}
 	}
@@ -510,13 +547,14 @@ func (h *Hub) serve(ctx context.Context, w *writer, sub Subscription, head Posit
 	}
 }
 
-// replay writes the first frame and the retained events after
-// sub.LastEventID up to head, or an sse-gap event when they cannot be
-// replayed. ok is false when the stream must end with reason.
-func (h *Hub) replay(ctx context.Context, w *writer, sub Subscription, head Position) (reason CloseReason, ok bool) {
+// replay writes the retained events after sub.LastEventID up to head, or
+// an sse-gap event when they cannot be replayed. ok is false when the
+// stream must end with reason. A stop (drain, drop) cancels replayCtx: the
+// replay ends at once and the serve loop ends the stream for the stop.
+func (h *Hub) replay(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) (reason CloseReason, ok bool) {
 	span := trace.SpanFromContext(ctx)
 	links := 0
-	err := h.broker.Replay(ctx, sub.Topics, sub.LastEventID, head.Seq, func(ev *Event) error {
+	err := h.broker.Replay(replayCtx, sub.Topics, sub.LastEventID, head.Seq, func(ev *Event) error {
 		if links < maxReplayLinks && ev.Trace.IsValid() && span.IsRecording() {
 			span.AddLink(trace.Link{SpanContext: ev.Trace})
 			links++
@@ -533,6 +571,8 @@ func (h *Hub) replay(ctx context.Context, w *writer, sub Subscription, head Posi
 		return "", true
 	case ctx.Err() != nil:
 		return ClosedByClient, false
+	case w.s.why.Load() != stopNone:
+		return "", true
 	case errors.Is(err, ErrUnavailable):
 		h.log.Warn("replay unavailable", "err", err)
 		return ClosedUnavailable, false

@@ -377,12 +377,12 @@ func TestWriteDelayBatchesEventsThatComeSoonAfterAWrite(t *testing.T) {
 	})
 }
 
-func TestLossMarkerGivesEveryStreamOneGapEvent(t *testing.T) {
+func TestLostEventsGiveEveryStreamOneGapEvent(t *testing.T) {
 	fb := &feedBroker{} // delivers what the test hands it, as a broker would
 	hub := stream.NewHub(fb, stream.NopMetrics{}, discardLogger(), stream.Options{})
 	a, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"a"}})
 	ab, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"a", "b"}})
-	fb.deliver(stream.NewLossMarker("ep-7", 7, "ep-3"))
+	fb.feed.Lost(stream.Position{ID: "ep-7", Seq: 7}, "ep-3")
 	fb.deliver(stream.NewEvent("ep-8", 8, stream.Message{Topic: "a", Data: "after"}, time.Now()))
 	for name, c := range map[string]*recConn{"a": a, "a+b": ab} {
 		got := parseWire(c.waitFor(t, "the event after the loss", func(s string) bool { return strings.Contains(s, "ep-8") }))
@@ -437,5 +437,69 @@ func TestStreamEndsWhenItsTokenExpires(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// slowBroker starts its feed only when told, and its replays wait for
+// their context: a backend that is not reachable yet, or hangs.
+type slowBroker struct {
+	feedBroker
+	replaying chan struct{} // receives when a replay starts waiting
+}
+
+func (b *slowBroker) Attach(f stream.Feed) { b.feed = f }
+
+func (b *slowBroker) Replay(ctx context.Context, _ []string, _ string, _ uint64, _ func(*stream.Event) error) error {
+	b.replaying <- struct{}{}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Until the broker gives its position, the hub is not ready and a resume
+// is refused (the client is answered 503 and retries) rather than served
+// against an unknown end; live streams are fine.
+func TestResumeWaitsForTheBrokersPosition(t *testing.T) {
+	b := &slowBroker{replaying: make(chan struct{}, 1)}
+	hub := stream.NewHub(b, stream.NopMetrics{}, discardLogger(), stream.Options{})
+	if hub.Ready() {
+		t.Fatal("hub ready before the broker started its feed")
+	}
+	conn := newRecConn()
+	res := hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}, LastEventID: "ep-3"})
+	if res.Reason != stream.ClosedUnavailable || conn.String() != "" {
+		t.Fatalf("resume before the broker's position: %s, wrote %q; want %s and nothing written", res.Reason, conn.String(), stream.ClosedUnavailable)
+	}
+	live, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}})
+	b.feed.Start(stream.Position{Seq: 3, ID: "ep-3"})
+	if !hub.Ready() {
+		t.Fatal("hub not ready after the broker started its feed")
+	}
+	b.deliver(stream.NewEvent("ep-4", 4, stream.Message{Topic: "t", Data: "x"}, time.Now()))
+	live.waitFor(t, "the live event", func(s string) bool { return strings.Contains(s, "id: ep-4\n") })
+}
+
+// A drain does not wait for a replay stuck on the broker: the replay is
+// cancelled at once and the stream ends with its reconnect delay.
+func TestDrainCancelsAReplayInProgress(t *testing.T) {
+	b := &slowBroker{replaying: make(chan struct{}, 1)}
+	hub := stream.NewHub(b, stream.NopMetrics{}, discardLogger(), stream.Options{})
+	b.feed.Start(stream.Position{Seq: 10, ID: "ep-10"})
+	conn := newRecConn()
+	done := make(chan stream.CloseReason, 1)
+	go func() {
+		done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}, LastEventID: "ep-3"}).Reason
+	}()
+	<-b.replaying
+	hub.Drain()
+	select {
+	case r := <-done:
+		if r != stream.DroppedShutdown {
+			t.Fatalf("close reason %s, want %s", r, stream.DroppedShutdown)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stream still replaying 10s after the drain")
+	}
+	if s := conn.String(); !strings.Contains(s, "retry: ") {
+		t.Fatalf("stream after the drain = %q, want its reconnect delay", s)
 	}
 }

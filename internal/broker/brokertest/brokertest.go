@@ -10,9 +10,10 @@
 //		})
 //	}
 //
-// Deliveries may be asynchronous (a backend may call deliver from its own
-// goroutine after Publish returns), so the suite waits for them, up to
-// WaitTimeout, instead of assuming they happened before Publish returned.
+// Deliveries may be asynchronous (a backend may call its feed from its own
+// goroutine after Publish returns, and start the feed after Attach
+// returns), so the suite waits for them, up to WaitTimeout, instead of
+// assuming they happened before Publish returned.
 package brokertest
 
 import (
@@ -107,23 +108,60 @@ func Run(t *testing.T, be Backend) {
 // defaults are generous settings for subtests that do not test retention.
 var defaults = Options{HistorySize: 1000, HistoryTTL: time.Hour, IdempotencyWindow: 2 * time.Minute}
 
-// recorder is the deliver callback: it may be called from any goroutine.
+// recorder is the feed: it may be called from any goroutine, and records
+// calls that break the stream.Feed contract.
 type recorder struct {
-	active     atomic.Int32 // deliver calls running now
-	concurrent atomic.Bool  // deliver was entered while another call ran
+	active     atomic.Int32 // feed calls running now
+	concurrent atomic.Bool  // a feed call was entered while another ran
 
-	mu     sync.Mutex
-	events []*stream.Event
+	started chan stream.Position // receives the head once
+
+	mu       sync.Mutex
+	events   []*stream.Event
+	starts   int
+	misorder string // a call out of place: Deliver before Start, Start twice
 }
 
-func (r *recorder) deliver(ev *stream.Event) {
+func newRecorder() *recorder { return &recorder{started: make(chan stream.Position, 1)} }
+
+func (r *recorder) enter() func() {
 	if r.active.Add(1) > 1 {
 		r.concurrent.Store(true)
 	}
-	defer r.active.Add(-1)
+	return func() { r.active.Add(-1) }
+}
+
+func (r *recorder) Start(head stream.Position) {
+	defer r.enter()()
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.starts++
+	if r.starts > 1 {
+		r.misorder = "Start called twice"
+		return
+	}
+	r.started <- head
+}
+
+func (r *recorder) Deliver(ev *stream.Event) {
+	defer r.enter()()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.starts == 0 && r.misorder == "" {
+		r.misorder = "Deliver before Start"
+	}
 	r.events = append(r.events, ev)
-	r.mu.Unlock()
+}
+
+func (r *recorder) Lost(last stream.Position, after string) {
+	defer r.enter()()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.starts == 0 && r.misorder == "" {
+		r.misorder = "Lost before Start"
+	}
+	// A loss stands in the order of events, as the hub sees it.
+	r.events = append(r.events, &stream.Event{ID: last.ID, Seq: last.Seq, Type: stream.TypeGap})
 }
 
 func (r *recorder) snapshot() []*stream.Event {
@@ -170,7 +208,7 @@ type harness struct {
 	t    *testing.T
 	b    stream.Broker
 	rec  *recorder
-	head stream.Position // what Attach returned
+	head stream.Position // what the feed's Start got
 
 	closeOnce sync.Once
 	closeErr  error
@@ -181,9 +219,14 @@ func attach(t *testing.T, b stream.Broker) *harness {
 	if b == nil {
 		t.Fatal("backend factory returned a nil broker")
 	}
-	h := &harness{t: t, b: b, rec: &recorder{}}
-	h.head = b.Attach(h.rec.deliver)
+	h := &harness{t: t, b: b, rec: newRecorder()}
+	b.Attach(h.rec)
 	t.Cleanup(func() { h.close() })
+	select {
+	case h.head = <-h.rec.started:
+	case <-time.After(WaitTimeout):
+		t.Fatalf("the feed was not started %v after Attach", WaitTimeout)
+	}
 	return h
 }
 
@@ -424,8 +467,13 @@ func testPublishOrder(t *testing.T, be Backend) {
 		checkEvent(t, evs[i], want[i], m.topic, m.typ, m.data)
 	}
 	if h.rec.concurrent.Load() {
-		t.Error("deliver was called from two goroutines at once")
+		t.Error("the feed was called from two goroutines at once")
 	}
+	h.rec.mu.Lock()
+	if h.rec.misorder != "" {
+		t.Error("feed calls out of order:", h.rec.misorder)
+	}
+	h.rec.mu.Unlock()
 
 	// Replay hands out the same events.
 	got := h.mustReplay([]string{"x", "y"}, h.head.ID, h.lastSeq())

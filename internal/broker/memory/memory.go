@@ -37,7 +37,7 @@ type Broker struct {
 	epoch string // distinguishes this run's ids from any other run's
 
 	mu        sync.Mutex // guards everything below
-	deliver   func(*stream.Event)
+	feed      stream.Feed
 	seq       uint64
 	topics    map[string]*history
 	floor     uint64 // highest Seq evicted from a topic since forgotten
@@ -72,12 +72,12 @@ func New(opts Options) *Broker {
 	}
 }
 
-// Attach implements stream.Broker.
-func (b *Broker) Attach(deliver func(*stream.Event)) stream.Position {
+// Attach implements stream.Broker: the feed starts at once.
+func (b *Broker) Attach(f stream.Feed) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.deliver = deliver
-	return stream.Position{Seq: b.seq, ID: b.id(b.seq)}
+	b.feed = f
+	f.Start(stream.Position{Seq: b.seq, ID: b.id(b.seq)})
 }
 
 func (b *Broker) id(seq uint64) string { return stream.FormatID(b.epoch, seq) }
@@ -96,7 +96,7 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 	if b.closed {
 		return nil, ErrClosed
 	}
-	if b.deliver == nil {
+	if b.feed == nil {
 		return nil, errors.New("memory broker: publish before attach")
 	}
 	now := b.opts.Now()
@@ -124,7 +124,7 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 			b.idem[key] = idemEntry{id: ev.ID, expires: now.Add(b.opts.IdempotencyWindow)}
 		}
 		out[i] = stream.Published{ID: ev.ID}
-		b.deliver(ev)
+		b.feed.Deliver(ev)
 	}
 	return out, nil
 }

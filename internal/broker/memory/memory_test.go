@@ -229,16 +229,32 @@ func TestMergeJoinsRunsInSeqOrder(t *testing.T) {
 	}
 }
 
-// recorder is a deliver function that records what it is handed.
+// recorder is a feed that records what it is handed.
 type recorder struct {
-	mu  sync.Mutex
-	got []*stream.Event
+	mu   sync.Mutex
+	head stream.Position
+	got  []*stream.Event
 }
 
-func (r *recorder) deliver(e *stream.Event) {
+func (r *recorder) Start(head stream.Position) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.head = head
+}
+
+func (r *recorder) Deliver(e *stream.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, e)
+}
+
+func (r *recorder) Lost(stream.Position, string) { panic("the memory broker never loses events") }
+
+// attachHead attaches a new recorder to b and returns the head it started at.
+func attachHead(b *Broker) stream.Position {
+	var r recorder
+	b.Attach(&r)
+	return r.head
 }
 
 func (r *recorder) ids() []string {
@@ -262,7 +278,7 @@ func newBroker(t *testing.T, opts Options) (*Broker, *recorder, *clock) {
 	b := New(opts)
 	t.Cleanup(func() { b.Close() })
 	rec := &recorder{}
-	b.Attach(rec.deliver)
+	b.Attach(rec)
 	return b, rec, c
 }
 
@@ -317,7 +333,7 @@ func gapReason(t *testing.T, b *Broker, topics []string, after string) string {
 
 func TestIDsAreEpochDashSeqAndStrictlyIncreasing(t *testing.T) {
 	b, _, _ := newBroker(t, Options{})
-	if got, want := b.Attach(func(*stream.Event) {}), (stream.Position{Seq: 0, ID: b.epoch + "-0"}); got != want {
+	if got, want := attachHead(b), (stream.Position{Seq: 0, ID: b.epoch + "-0"}); got != want {
 		t.Fatalf("Attach on an empty broker = %+v, want %+v", got, want)
 	}
 	var ids []string
@@ -345,7 +361,7 @@ func TestIDsAreEpochDashSeqAndStrictlyIncreasing(t *testing.T) {
 		}
 		last = n
 	}
-	if got, want := b.Attach(func(*stream.Event) {}), (stream.Position{Seq: 5, ID: ids[4]}); got != want {
+	if got, want := attachHead(b), (stream.Position{Seq: 5, ID: ids[4]}); got != want {
 		t.Fatalf("Attach after 5 events = %+v, want %+v", got, want)
 	}
 }
@@ -566,7 +582,7 @@ func TestDefaultClockIsTimeNow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := New(Options{HistoryTTL: time.Minute, IdempotencyWindow: time.Minute})
 		defer b.Close()
-		b.Attach(func(*stream.Event) {})
+		attachHead(b)
 		start := b.id(0)
 		key := stream.Message{Topic: "a", IdempotencyKey: "k"}
 		first := publish(t, b, key)[0]

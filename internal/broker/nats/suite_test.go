@@ -22,7 +22,7 @@ func TestBrokerSuite(t *testing.T) {
 	var n atomic.Int64
 	open := func(t *testing.T, ns *natstest.Server, name string, o brokertest.Options) *natsbroker.Broker {
 		t.Helper()
-		b, err := natsbroker.New(context.Background(), natsbroker.Options{
+		b, err := natsbroker.New(natsbroker.Options{
 			URL: ns.URL(), Stream: name, SubjectPrefix: "t" + name, ManageStream: true,
 			HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL, IdempotencyWindow: o.IdempotencyWindow,
 		})
@@ -69,7 +69,7 @@ func TestBrokerSuite(t *testing.T) {
 			return b
 		},
 		IDFor: func(t *testing.T, b stream.Broker, seq uint64) string {
-			return b.(*natsbroker.Broker).ID(seq)
+			return b.(*natsbroker.Broker).IDFor(seq)
 		},
 	})
 }

@@ -29,6 +29,21 @@ func Start(t testing.TB) *Server {
 	return n
 }
 
+// Reserve picks a free loopback port for a server and returns it not
+// started: a test can point a client at URL before the server exists.
+func Reserve(t testing.TB) *Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	n := &Server{t: t, dir: t.TempDir(), port: port}
+	t.Cleanup(n.Stop)
+	return n
+}
+
 // Start starts the server (again, after Stop), on the same port.
 func (n *Server) Start() {
 	n.t.Helper()

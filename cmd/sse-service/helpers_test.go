@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,7 +144,8 @@ type sseClient struct {
 }
 
 // subscribe opens GET path on the public listener with extra request
-// headers and reads the response head.
+// headers and reads the response head. It sends Accept: text/event-stream,
+// as an EventSource does, unless headers hold an Accept of their own.
 func (s *service) subscribe(path string, headers ...string) *sseClient {
 	s.t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(s.public, "http://"))
@@ -156,7 +158,10 @@ func (s *service) subscribe(path string, headers ...string) *sseClient {
 func (s *service) subscribeOn(conn net.Conn, path string, headers ...string) *sseClient {
 	s.t.Helper()
 	s.t.Cleanup(func() { conn.Close() })
-	req := "GET " + path + " HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n"
+	req := "GET " + path + " HTTP/1.1\r\nHost: test\r\n"
+	if !slices.ContainsFunc(headers, func(h string) bool { return strings.HasPrefix(strings.ToLower(h), "accept:") }) {
+		req += "Accept: text/event-stream\r\n"
+	}
 	for _, h := range headers {
 		req += h + "\r\n"
 	}

@@ -366,6 +366,10 @@ func waitMetric(t *testing.T, s *service, sample string, want float64, atLeast .
 	}
 }
 
+// A refusal worth retrying keeps an EventSource alive: a client that asks
+// for an event stream gets a 200 stream that says when to come back, and
+// ends; any other client gets the status and Retry-After. Both count as
+// refused.
 func TestConnectionLimits(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -373,13 +377,14 @@ func TestConnectionLimits(t *testing.T) {
 		xff        []string // one stream per entry; "" sends no header
 		wantCodes  []int
 		wantMetric string
+		reason     string // of the sse-reconnect event
 	}{
 		{"global limit", map[string]string{"SSE_MAX_CONNECTIONS": "2"},
-			[]string{"", "", ""}, []int{200, 200, 503}, "rejected_limit"},
+			[]string{"", "", ""}, []int{200, 200, 503}, "rejected_limit", "connection_limit"},
 		{"per-ip limit ignores X-Forwarded-For from untrusted peers", map[string]string{"SSE_MAX_CONNECTIONS_PER_IP": "1"},
-			[]string{"10.0.0.1", "10.0.0.2"}, []int{200, 429}, "rejected_ip_limit"},
+			[]string{"10.0.0.1", "10.0.0.2"}, []int{200, 429}, "rejected_ip_limit", "ip_limit"},
 		{"per-ip limit believes trusted proxies", map[string]string{"SSE_MAX_CONNECTIONS_PER_IP": "1", "SSE_TRUSTED_PROXIES": "127.0.0.0/8"},
-			[]string{"10.0.0.1", "10.0.0.2", "10.0.0.1"}, []int{200, 200, 429}, "rejected_ip_limit"},
+			[]string{"10.0.0.1", "10.0.0.2", "10.0.0.1"}, []int{200, 200, 429}, "rejected_ip_limit", "ip_limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -388,6 +393,10 @@ func TestConnectionLimits(t *testing.T) {
 				var h []string
 				if ip != "" {
 					h = append(h, "X-Forwarded-For: "+ip)
+				}
+				last := i == len(tt.xff)-1
+				if last { // the refused one, as a plain HTTP client
+					h = append(h, "Accept: application/json")
 				}
 				c := s.subscribe("/v1/events?topic=t", h...)
 				if c.code != tt.wantCodes[i] {
@@ -399,9 +408,25 @@ func TestConnectionLimits(t *testing.T) {
 						t.Fatalf("Retry-After = %q, want whole seconds >= 1", c.head.Get("Retry-After"))
 					}
 				}
+				if !last {
+					continue
+				}
+				// The same refusal, asked as an EventSource asks.
+				c = s.subscribe("/v1/events?topic=t", h[:len(h)-1]...)
+				rest, err := c.readAll(10 * time.Second)
+				if c.code != 200 || err != nil || !strings.HasPrefix(c.head.Get("Content-Type"), "text/event-stream") {
+					t.Fatalf("refused EventSource: %d %q %v, want a 200 event stream", c.code, c.head.Get("Content-Type"), err)
+				}
+				var ms, data int
+				if _, err := fmt.Sscanf(rest, "retry: %d\nevent: sse-reconnect\ndata: {\"reason\":\""+tt.reason+"\",\"retryMs\":%d}\n\n", &ms, &data); err != nil || ms < 1000 || data != ms {
+					t.Fatalf("refused EventSource got %q, want a retry of at least 1s and one sse-reconnect event (%s)", rest, tt.reason)
+				}
 			}
-			if got := s.metric(`sse_connections_total{result="` + tt.wantMetric + `"}`); got != 1 {
-				t.Fatalf("sse_connections_total{result=%q} = %v, want 1", tt.wantMetric, got)
+			if got := s.metric(`sse_connections_total{result="` + tt.wantMetric + `"}`); got != 2 {
+				t.Fatalf("sse_connections_total{result=%q} = %v, want 2", tt.wantMetric, got)
+			}
+			if got := s.metric(`sse_connections_total{result="accepted"}`); got != float64(len(tt.xff)-1) {
+				t.Fatalf("sse_connections_total{result=\"accepted\"} = %v, want %d: a refusal answered as a stream is not accepted", got, len(tt.xff)-1)
 			}
 		})
 	}
@@ -438,8 +463,8 @@ func TestDrainOnShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stream %d: %v after %q", i, err, rest)
 		}
-		var ms int
-		if _, err := fmt.Sscanf(strings.TrimPrefix(rest, "retry: 2000\n: connected\n\n"), "retry: %d\n\n", &ms); err != nil || ms < 1 || ms > 2001 {
+		var ms, data int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(rest, "retry: 2000\n: connected\n\n"), "retry: %d\nevent: sse-reconnect\ndata: {\"reason\":\"draining\",\"retryMs\":%d}\n\n", &ms, &data); err != nil || ms < 1 || ms > 2001 || data != ms {
 			t.Fatalf("stream %d ended with %q, want a retry of 1-2001 ms", i, rest)
 		}
 	}

@@ -471,7 +471,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 		connected: 1, accepted: 1, bytesSent: float64(len(firstFrame)),
 	})
 	// ...so one more is refused; streams are not HTTP request metrics.
-	if extra := s.subscribe("/v1/events?topic=u"); extra.code != http.StatusServiceUnavailable {
+	if extra := s.subscribe("/v1/events?topic=u", "Accept: application/json"); extra.code != http.StatusServiceUnavailable {
 		t.Fatalf("stream over the limit = %d, want 503", extra.code)
 	}
 	m = s.expectMetrics("stream over the limit", m, map[string]float64{
@@ -515,11 +515,11 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	s.cancel() // as SIGTERM does; s.stop() below waits for run
 	<-done
 	drainBytes := 0
-	retry := regexp.MustCompile(`^retry: (\d+)\n\n$`)
+	retry := regexp.MustCompile(`^retry: (\d+)\nevent: sse-reconnect\ndata: \{"reason":"draining","retryMs":\d+\}\n\n$`)
 	for i := range open {
 		sm := retry.FindStringSubmatch(rests[i])
 		if errs[i] != nil || sm == nil {
-			t.Fatalf("stream %d ended with %q (%v), want one retry field and a clean end", i, rests[i], errs[i])
+			t.Fatalf("stream %d ended with %q (%v), want one retry field, one sse-reconnect event and a clean end", i, rests[i], errs[i])
 		}
 		if ms, _ := strconv.Atoi(sm[1]); ms < 1 || ms > 5000 {
 			t.Fatalf("stream %d told to retry after %d ms, want 1-5000 (SSE_RECONNECT_JITTER 5s)", i, ms)

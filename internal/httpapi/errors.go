@@ -21,6 +21,9 @@ type apiError struct {
 	msg        string
 	retryAfter time.Duration // sent as Retry-After when > 0
 	header     [2]string     // one extra header, e.g. WWW-Authenticate
+	// reconnect, for a refused stream worth retrying, is the reason an
+	// event-stream client is told instead (see refuseAsStream).
+	reconnect string
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -71,7 +74,7 @@ func toAPIError(err error, jitter time.Duration) *apiError {
 	case errors.Is(err, stream.ErrInvalid):
 		return newError(http.StatusBadRequest, err.Error())
 	case errors.Is(err, stream.ErrDraining):
-		return &apiError{status: http.StatusServiceUnavailable, msg: "server is shutting down, reconnect to another instance", retryAfter: retryAfter(jitter)}
+		return &apiError{status: http.StatusServiceUnavailable, msg: "server is shutting down, reconnect to another instance", retryAfter: retryAfter(jitter), reconnect: stream.ReconnectDraining}
 	case errors.Is(err, stream.ErrOutcomeUnknown):
 		// Sent, never answered: saying "nothing was stored" could be a
 		// lie, and so could "stored".

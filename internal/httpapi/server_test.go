@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -296,7 +297,14 @@ func TestSubscribeRefusalsAreCountedAndExplained(t *testing.T) {
 	if got, want := r.header.Get("Cache-Control"), "no-store"; got != want {
 		t.Fatalf("draining: Cache-Control %q, want %q", got, want)
 	}
-	if got, want := ts.metrics.count(rejectedDraining), 1; got != want {
+	// An EventSource would give up for good on the 503: it gets a stream
+	// that tells it to come back, and ends.
+	r = ts.do(t, http.MethodGet, "/v1/events?topic=a", map[string]string{"Accept": "text/event-stream"}, "")
+	if r.status != http.StatusOK || r.header.Get("Content-Type") != "text/event-stream" ||
+		!regexp.MustCompile(`^retry: [1-3]000\nevent: sse-reconnect\ndata: \{"reason":"draining","retryMs":[1-3]000\}\n\n$`).MatchString(r.body) {
+		t.Fatalf("draining, as an EventSource: %d %q %q; want 200, a retry and one sse-reconnect event", r.status, r.header.Get("Content-Type"), r.body)
+	}
+	if got, want := ts.metrics.count(rejectedDraining), 2; got != want {
 		t.Fatalf("rejected_draining counted %d times, want %d", got, want)
 	}
 	if got := ts.metrics.count("accepted"); got != 0 {

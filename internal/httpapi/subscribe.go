@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -41,6 +42,11 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 		sub, ip, err := s.admit(c)
 		if err != nil {
 			ae := toAPIError(err, s.opts.ReconnectJitter)
+			if ae.reconnect != "" && acceptsEventStream(r) {
+				span.SetAttributes(semconv.HTTPResponseStatusCode(http.StatusOK), attribute.String("sse.refused", ae.reconnect))
+				span.End()
+				return refuseAsStream(c, ae)
+			}
 			span.SetAttributes(semconv.HTTPResponseStatusCode(ae.status))
 			if ae.status >= 500 {
 				span.SetStatus(codes.Error, ae.msg)
@@ -103,13 +109,41 @@ func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) 
 	switch res := s.limiter.acquire(ip); res {
 	case rejectedLimit:
 		s.metrics.ConnectionAttempt(string(res))
-		return sub, ip, &apiError{status: http.StatusServiceUnavailable, msg: "connection limit reached, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
+		return sub, ip, &apiError{status: http.StatusServiceUnavailable, msg: "connection limit reached, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter), reconnect: stream.ReconnectLimit}
 	case rejectedIPLimit:
 		s.metrics.ConnectionAttempt(string(res))
-		return sub, ip, &apiError{status: http.StatusTooManyRequests, msg: "too many streams from this address, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
+		return sub, ip, &apiError{status: http.StatusTooManyRequests, msg: "too many streams from this address, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter), reconnect: stream.ReconnectIPLimit}
 	}
 	s.metrics.ConnectionAttempt("accepted")
 	return sub, ip, nil
+}
+
+// refuseAsStream answers a refusal worth retrying (draining, a connection
+// limit) to a client that asked for an event stream: an EventSource gives
+// up for good on any status but 200, so it gets a 200 event stream that
+// says when to come back (retry:, one sse-reconnect event) and ends. The
+// attempt was already counted with its refusing result.
+func refuseAsStream(c echo.Context, ae *apiError) error {
+	h := c.Response().Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	return c.Blob(http.StatusOK, "text/event-stream", stream.AppendReconnect(nil, ae.retryAfter, ae.reconnect))
+}
+
+// acceptsEventStream reports whether the request lists text/event-stream
+// in its Accept header, as every EventSource does (a bare */* does not
+// count: such a client reads status codes).
+func acceptsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // streamEnded records on the stream's span how many events it sent and

@@ -34,6 +34,17 @@ const (
 const (
 	TypeGap         = "sse-gap"
 	TypeAuthExpired = "sse-auth-expired"
+	// TypeReconnect ends a stream the server asks the client to open again
+	// later (a drain, a refusal worth retrying), after the retry: delay
+	// sent with it. It has no id: the client resumes after its last event.
+	TypeReconnect = "sse-reconnect"
+)
+
+// Why a stream is asked to reconnect (the reason of sse-reconnect).
+const (
+	ReconnectDraining = "draining"         // this instance is shutting down
+	ReconnectLimit    = "connection_limit" // the instance's stream limit
+	ReconnectIPLimit  = "ip_limit"         // the limit per client address
 )
 
 // ErrInvalid marks a message that can never be accepted (bad topic, type or
@@ -220,6 +231,19 @@ func AppendRetry(b []byte, d time.Duration) []byte {
 
 // heartbeatFrame is the comment line sent on an idle stream.
 const heartbeatFrame = ": heartbeat\n\n"
+
+// AppendReconnect appends the last frame of a stream the client should open
+// again after delay: the retry: field and one sse-reconnect event, a
+// complete named event with JSON data that no client library takes for a
+// message.
+func AppendReconnect(b []byte, delay time.Duration, reason string) []byte {
+	b = AppendRetry(b, delay)
+	data, _ := json.Marshal(struct {
+		Reason  string `json:"reason"`
+		RetryMs int64  `json:"retryMs"`
+	}{reason, delay.Milliseconds()}) // cannot fail
+	return AppendEvent(b, "", TypeReconnect, string(data))
+}
 
 // authExpiredFrame is the last frame of a stream whose token expired. It has
 // no id, so the client's last event id stays that of the last real event

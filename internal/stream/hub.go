@@ -486,8 +486,7 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 				return DroppedSlow
 			}
 			b := w.pending()
-			b.buf = AppendRetry(b.buf, rand.N(h.opts.ReconnectJitter)+time.Millisecond)
-			b.buf = append(b.buf, '\n')
+			b.buf = AppendReconnect(b.buf, rand.N(h.opts.ReconnectJitter)+time.Millisecond, ReconnectDraining)
 			if err := w.flush(); err != nil {
 				return h.writeFailed(ctx, s, err)
 			}

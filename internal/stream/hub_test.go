@@ -324,9 +324,9 @@ func TestDrainSendsRetryAndClosesEveryStream(t *testing.T) {
 		}
 		out := s.conn.String()
 		tail := out[strings.Index(out, ": connected\n\n")+len(": connected\n\n"):]
-		var ms int
-		if _, err := fmt.Sscanf(tail, "retry: %d\n\n", &ms); err != nil || ms < 1 || ms > 3001 {
-			t.Fatalf("stream %d ended with %q, want a retry between 1 and 3001 ms", i, tail)
+		var ms, data int
+		if _, err := fmt.Sscanf(tail, "retry: %d\nevent: sse-reconnect\ndata: {\"reason\":\"draining\",\"retryMs\":%d}\n\n", &ms, &data); err != nil || ms < 1 || ms > 3001 || data != ms {
+			t.Fatalf("stream %d ended with %q, want a retry between 1 and 3001 ms and one sse-reconnect event", i, tail)
 		}
 	}
 	// A stream opened after the drain ends at once the same way.

@@ -1,0 +1,325 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/testutil/natstest"
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
+)
+
+// A rolling update as Kubernetes runs it, with nothing lost: two replicas
+// share events through NATS JetStream behind a front proxy that sends new
+// connections only to ready replicas. Subscribers behave as browsers'
+// EventSource (ssetest), a publisher publishes steadily (retrying with its
+// Idempotency-Key on a refused or unanswered publish), and each replica in
+// turn gets SIGTERM while its replacement starts. Every subscriber must end
+// with every event, once, in publish order, with no sse-gap; every replica
+// must exit 0.
+//
+// The same test is the load run of docs/scaling.md with more streams and
+// events (it then also checks how each drain's reconnects spread):
+//
+//	SSE_E2E_ROLLING_STREAMS=1000 SSE_E2E_ROLLING_RATE=100 SSE_E2E_ROLLING_JITTER=5s \
+//	  go test -run TestRollingRestartLosesNothing -v -timeout 20m ./e2e
+func TestRollingRestartLosesNothing(t *testing.T) {
+	streams := envInt(t, "SSE_E2E_ROLLING_STREAMS", 300)
+	rate := envInt(t, "SSE_E2E_ROLLING_RATE", 20)
+	jitter := envDuration(t, "SSE_E2E_ROLLING_JITTER", 2*time.Second)
+	loadRun := os.Getenv("SSE_E2E_ROLLING_STREAMS") != ""
+
+	env := map[string]string{
+		"SSE_BROKER":           "nats",
+		"SSE_NATS_URL":         natstest.Start(t).URL(),
+		"SSE_CLOCK_INTERVAL":   "0",
+		"SSE_RECONNECT_JITTER": jitter.String(),
+		"SSE_SHUTDOWN_TIMEOUT": "20s",
+		"SSE_MAX_CONNECTIONS":  "0",
+		"SSE_LOG_LEVEL":        "info",
+	}
+	front := startFrontProxy(t)
+	replicas := []*service{startService(t, "replica-a", env), startService(t, "replica-b", env)}
+	for _, r := range replicas {
+		front.add(r)
+	}
+
+	// The subscribers, as browsers.
+	subs := make([]*subscriber, streams)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1}}
+	for i := range subs {
+		subs[i] = &subscriber{}
+		subs[i].es = ssetest.Open(front.url()+"/v1/events?topic=roll", "", ssetest.Options{Client: client, OnEvent: subs[i].add})
+		t.Cleanup(subs[i].es.Close)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		open := 0
+		for _, s := range subs {
+			if s.es.Opens() > 0 {
+				open++
+			}
+		}
+		if open == streams {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d subscribers connected after 60s", open, streams)
+		}
+	}
+
+	pub := startPublisher(t, front.url(), "roll", rate)
+	time.Sleep(time.Second)
+
+	// The rolling update: each replica drained in turn, its replacement
+	// started as it goes (as a Deployment with maxSurge does).
+	var drains []time.Time
+	for i, name := range []string{"replica-a2", "replica-b2"} {
+		old := replicas[i]
+		drains = append(drains, time.Now())
+		old.terminate()
+		fresh := startService(t, name, env)
+		front.add(fresh)
+		if code := old.wait(30 * time.Second); code != 0 {
+			t.Fatalf("%s exited %d after SIGTERM\n%s", old.name, code, old.logText())
+		}
+		front.remove(old)
+		replicas[i] = fresh
+		time.Sleep(jitter + time.Second) // the reconnects land before the next drain
+	}
+	time.Sleep(time.Second)
+	published := pub.stop()
+	t.Logf("published %d events at %d/s; %d publish attempts were refused or unanswered and retried", len(published), rate, pub.retries.Load())
+
+	// Every subscriber gets every event, once, in order, with no gap.
+	want := make([]string, len(published))
+	for i, p := range published {
+		want[i] = p.id + "=" + p.data
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		behind := 0
+		for _, s := range subs {
+			if s.count() < len(want) {
+				behind++
+			}
+		}
+		if behind == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Logf("%d of %d subscribers still missing events 60s after the last publish", behind, streams)
+			break
+		}
+	}
+	lost, dup, disorder, gaps, failed, shown := 0, 0, 0, 0, 0, 0
+	for i, s := range subs {
+		got, g := s.received()
+		gaps += g
+		if err := s.es.Err(); err != nil {
+			failed++
+			t.Errorf("subscriber %d stopped for good: %v", i, err)
+		}
+		if slices.Equal(got, want) {
+			continue
+		}
+		seen := map[string]int{}
+		for _, e := range got {
+			seen[e]++
+		}
+		l, d := 0, 0
+		for _, w := range want {
+			switch n := seen[w]; {
+			case n == 0:
+				l++
+			case n > 1:
+				d += n - 1
+			}
+		}
+		lost, dup = lost+l, dup+d
+		if l == 0 && d == 0 {
+			disorder++
+		}
+		if shown++; shown <= 3 {
+			t.Logf("subscriber %d: %d events, want %d: %d lost, %d repeated, first difference at %d", i, len(got), len(want), l, d, firstDiff(got, want))
+		}
+	}
+	t.Logf("%d subscribers x %d events: %d lost, %d duplicated, %d subscribers out of order, %d sse-gap, %d gave up",
+		streams, len(want), lost, dup, disorder, gaps, failed)
+	if lost+dup+disorder+gaps+failed > 0 {
+		t.Fatal("a rolling update must lose, repeat and reorder nothing")
+	}
+
+	// How each drain's reconnects spread over the jitter.
+	for i, at := range drains {
+		perSecond := map[int]int{}
+		total := 0
+		for _, a := range front.since(at) {
+			sec := int(a.at.Sub(at) / time.Second)
+			if sec >= int(jitter/time.Second)+1 {
+				break
+			}
+			perSecond[sec]++
+			total++
+		}
+		secs := int(jitter / time.Second)
+		busiest := 0
+		for _, n := range perSecond {
+			busiest = max(busiest, n)
+		}
+		mean := float64(total) / float64(secs)
+		t.Logf("drain %d: %d connections in the %s after SIGTERM, per second %v; busiest second %.2fx the mean over the jitter", i+1, total, jitter+time.Second, perSecond, float64(busiest)/mean)
+		if loadRun && float64(busiest) > 2*mean {
+			t.Errorf("drain %d: busiest second %d connections, over twice the mean %.0f", i+1, busiest, mean)
+		}
+	}
+}
+
+// subscriber records what one EventSource received.
+type subscriber struct {
+	es   *ssetest.EventSource
+	mu   sync.Mutex
+	evs  []string // id=data of each message event
+	gaps int
+}
+
+func (s *subscriber) add(ev ssetest.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch ev.Type {
+	case "message":
+		s.evs = append(s.evs, ev.LastEventID+"="+ev.Data)
+	case stream.TypeGap:
+		s.gaps++
+	}
+}
+
+func (s *subscriber) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.evs)
+}
+
+func (s *subscriber) received() ([]string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.evs), s.gaps
+}
+
+// publisher publishes rate events per second, one request at a time, each
+// retried with its Idempotency-Key until it is answered 201.
+type publisher struct {
+	t       *testing.T
+	done    chan struct{}
+	out     chan []publishedEvent
+	retries atomic.Int64
+}
+
+type publishedEvent struct{ id, data string }
+
+func startPublisher(t *testing.T, base, topic string, rate int) *publisher {
+	p := &publisher{t: t, done: make(chan struct{}), out: make(chan []publishedEvent, 1)}
+	go func() {
+		var sent []publishedEvent
+		defer func() { p.out <- sent }()
+		client := &http.Client{Timeout: 10 * time.Second}
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-p.done:
+				return
+			case <-tick.C:
+			}
+			data := "e" + strconv.Itoa(i)
+			id, err := p.publish(client, base, topic, data, "k"+strconv.Itoa(i))
+			if err != nil {
+				t.Errorf("publish %s: %v", data, err)
+				return
+			}
+			sent = append(sent, publishedEvent{id, data})
+		}
+	}()
+	return p
+}
+
+// publish sends one event until it is stored: a refused (503), unanswered
+// (504) or cut request is sent again with the same key.
+func (p *publisher) publish(client *http.Client, base, topic, data, key string) (string, error) {
+	body, _ := json.Marshal(map[string]string{"data": data})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/topics/"+topic+"/events", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+publishToken)
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := client.Do(req)
+		if err == nil {
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusCreated {
+				var out struct{ ID string }
+				if err := json.Unmarshal(raw, &out); err != nil {
+					return "", err
+				}
+				return out.ID, nil
+			}
+			if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusGatewayTimeout {
+				return "", fmt.Errorf("%d %s", resp.StatusCode, raw)
+			}
+			err = fmt.Errorf("%d %s", resp.StatusCode, raw)
+		}
+		p.retries.Add(1)
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("not stored after 30s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends publishing and returns what was published, in order.
+func (p *publisher) stop() []publishedEvent {
+	close(p.done)
+	return <-p.out
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second {
+		t.Fatalf("%s=%q: want a duration of at least 1s", name, v)
+	}
+	return d
+}

@@ -75,6 +75,27 @@ func (p *frontProxy) remove(s *service) {
 	p.backends = slices.DeleteFunc(p.backends, func(b *backend) bool { return b.svc == s })
 }
 
+// waitReady waits until the proxy has seen n replicas ready.
+func (p *frontProxy) waitReady(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		p.mu.Lock()
+		ready := 0
+		for _, b := range p.backends {
+			if b.ready {
+				ready++
+			}
+		}
+		p.mu.Unlock()
+		if ready >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d replicas ready behind the proxy after 10s", ready, n)
+		}
+	}
+}
+
 // since returns the arrivals from t on.
 func (p *frontProxy) since(t time.Time) []arrival {
 	p.mu.Lock()

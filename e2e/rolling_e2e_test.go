@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,11 +50,16 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		"SSE_MAX_CONNECTIONS":  "0",
 		"SSE_LOG_LEVEL":        "info",
 	}
-	front := startFrontProxy(t)
+	// Subscribers and the publisher come in through two front proxies over
+	// the same replicas, so the subscribers' reconnects can be counted.
+	front, pubFront := startFrontProxy(t), startFrontProxy(t)
 	replicas := []*service{startService(t, "replica-a", env), startService(t, "replica-b", env)}
 	for _, r := range replicas {
 		front.add(r)
+		pubFront.add(r)
 	}
+	front.waitReady(t, 2)
+	pubFront.waitReady(t, 2)
 
 	// The subscribers, as browsers.
 	subs := make([]*subscriber, streams)
@@ -77,7 +84,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		}
 	}
 
-	pub := startPublisher(t, front.url(), "roll", rate)
+	pub := startPublisher(t, pubFront.url(), "roll", rate)
 	time.Sleep(time.Second)
 
 	// The rolling update: each replica drained in turn, its replacement
@@ -89,16 +96,19 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		old.terminate()
 		fresh := startService(t, name, env)
 		front.add(fresh)
+		pubFront.add(fresh)
 		if code := old.wait(30 * time.Second); code != 0 {
 			t.Fatalf("%s exited %d after SIGTERM\n%s", old.name, code, old.logText())
 		}
 		front.remove(old)
+		pubFront.remove(old)
 		replicas[i] = fresh
 		time.Sleep(jitter + time.Second) // the reconnects land before the next drain
 	}
 	time.Sleep(time.Second)
 	published := pub.stop()
-	t.Logf("published %d events at %d/s; %d publish attempts were refused or unanswered and retried", len(published), rate, pub.retries.Load())
+	t.Logf("published %d events (%d/s asked, %.0f/s done) from %d publishers; %d publish attempts were refused or unanswered and retried",
+		len(published), rate, float64(len(published))/pub.took.Seconds(), pub.lanes, pub.retries.Load())
 
 	// Every subscriber gets every event, once, in order, with no gap.
 	want := make([]string, len(published))
@@ -176,7 +186,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 			busiest = max(busiest, n)
 		}
 		mean := float64(total) / float64(secs)
-		t.Logf("drain %d: %d connections in the %s after SIGTERM, per second %v; busiest second %.2fx the mean over the jitter", i+1, total, jitter+time.Second, perSecond, float64(busiest)/mean)
+		t.Logf("drain %d: %d subscriber connections in the %s after SIGTERM, per second %v; busiest second %.2fx the mean over the jitter", i+1, total, jitter+time.Second, perSecond, float64(busiest)/mean)
 		if loadRun && float64(busiest) > 2*mean {
 			t.Errorf("drain %d: busiest second %d connections, over twice the mean %.0f", i+1, busiest, mean)
 		}
@@ -214,40 +224,57 @@ func (s *subscriber) received() ([]string, int) {
 	return slices.Clone(s.evs), s.gaps
 }
 
-// publisher publishes rate events per second, one request at a time, each
-// retried with its Idempotency-Key until it is answered 201.
+// publisher publishes rate events per second from a few lanes, each
+// sending one request at a time (so each lane's events are stored in the
+// order it sent them), every request retried with its Idempotency-Key
+// until it is answered 201.
 type publisher struct {
 	t       *testing.T
+	lanes   int
+	start   time.Time
+	took    time.Duration
 	done    chan struct{}
-	out     chan []publishedEvent
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	sent    []publishedEvent
 	retries atomic.Int64
 }
 
-type publishedEvent struct{ id, data string }
+type publishedEvent struct {
+	id, data string
+	seq      uint64 // the stream sequence in the id: the order of the stream
+}
 
 func startPublisher(t *testing.T, base, topic string, rate int) *publisher {
-	p := &publisher{t: t, done: make(chan struct{}), out: make(chan []publishedEvent, 1)}
-	go func() {
-		var sent []publishedEvent
-		defer func() { p.out <- sent }()
-		client := &http.Client{Timeout: 10 * time.Second}
-		tick := time.NewTicker(time.Second / time.Duration(rate))
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-p.done:
-				return
-			case <-tick.C:
+	p := &publisher{t: t, lanes: max(1, rate/5), start: time.Now(), done: make(chan struct{})}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: p.lanes}}
+	for lane := range p.lanes {
+		p.wg.Go(func() {
+			tick := time.NewTicker(time.Second * time.Duration(p.lanes) / time.Duration(rate))
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-p.done:
+					return
+				case <-tick.C:
+				}
+				data := fmt.Sprintf("l%d-e%d", lane, i)
+				id, err := p.publish(client, base, topic, data, data)
+				if err != nil {
+					t.Errorf("publish %s: %v", data, err)
+					return
+				}
+				seq, err := strconv.ParseUint(id[strings.LastIndexByte(id, '-')+1:], 10, 64)
+				if err != nil {
+					t.Errorf("id %q: %v", id, err)
+					return
+				}
+				p.mu.Lock()
+				p.sent = append(p.sent, publishedEvent{id, data, seq})
+				p.mu.Unlock()
 			}
-			data := "e" + strconv.Itoa(i)
-			id, err := p.publish(client, base, topic, data, "k"+strconv.Itoa(i))
-			if err != nil {
-				t.Errorf("publish %s: %v", data, err)
-				return
-			}
-			sent = append(sent, publishedEvent{id, data})
-		}
-	}()
+		})
+	}
 	return p
 }
 
@@ -285,10 +312,14 @@ func (p *publisher) publish(client *http.Client, base, topic, data, key string) 
 	}
 }
 
-// stop ends publishing and returns what was published, in order.
+// stop ends publishing and returns what was published, in the stream's
+// order.
 func (p *publisher) stop() []publishedEvent {
 	close(p.done)
-	return <-p.out
+	p.wg.Wait()
+	p.took = time.Since(p.start)
+	slices.SortFunc(p.sent, func(a, b publishedEvent) int { return cmp.Compare(a.seq, b.seq) })
+	return p.sent
 }
 
 func firstDiff(a, b []string) int {

@@ -117,7 +117,8 @@ Flags:
 	fs.StringVar(&o.sources, "sources", "127.0.0.1-127.0.0.8",
 		"local source `addresses` streams are dialed from, round-robin: loopback addresses and IPv4 ranges,\ncomma separated (each address has its own ~28k ephemeral ports); empty lets the kernel choose")
 	fs.IntVar(&c.Dials, "dials", 200, "streams being opened at once, at most")
-	fs.StringVar(&c.Topic, "topic", "bench", "topic to subscribe and publish to")
+	fs.StringVar(&c.Topic, "topic", "bench", "topic to subscribe and publish to (with -topics, the prefix of the topic names)")
+	fs.IntVar(&c.Topics, "topics", 1, fmt.Sprintf("number of topics, 1 to %d: -topic-0, -topic-1, ...; stream i subscribes to topic i mod -topics,\npublisher lane l publishes to topic l mod -topics (so -publishers must be at least -topics)", ssebench.MaxLanes))
 	fs.StringVar(&c.Token, "token", "", "publish bearer token (required unless -rate 0)")
 	fs.StringVar(&c.SubscribeToken, "subscribe-token", "", "bearer token of the streams: a JWT whose sse.subscribe claim covers -topic, for a private topic")
 	fs.Float64Var(&c.Rate, "rate", 50, "events per second to publish; 0 only holds the streams open")

@@ -47,7 +47,7 @@ var parserTests = []struct {
 		StreamStats{Events: 3}},
 	{"multi-line data", "id: 1\ndata: " + payloadString(1, 40) + "\ndata: more\ndata: and more\n\n" + evs(2),
 		StreamStats{Events: 2}},
-	{"no space after colon", "data:" + payloadString(1, 35) + "\n\n", StreamStats{Events: 1}},
+	{"no space after colon", "data:" + payloadString(1, MinPayloadSize) + "\n\n", StreamStats{Events: 1}},
 	{"foreign data", "data: hello\n\ndata\n\ndata:\n\n" + evs(1), StreamStats{Events: 1, Foreign: 3}},
 	{"service gap notice", "event: sse-gap\ndata: {\"reason\":\"slow\"}\n\n" + evs(3),
 		StreamStats{Events: 1, Foreign: 1, GapNotices: 1}},
@@ -56,7 +56,7 @@ var parserTests = []struct {
 		StreamStats{}},
 	{"unfinished event is not counted", evs(1) + "id: 2\ndata: " + payloadString(2, 40) + "\n",
 		StreamStats{Events: 1}},
-	{"malformed payloads", "data: 12x 3 0\n\ndata: 1 2 99\n\ndata: 1  2 0\n\ndata: 1 99999999999999999999 0\n\n",
+	{"malformed payloads", "data: 12x 3 0\n\ndata: 1 2 999\n\ndata: 1  2 0\n\ndata: 1 99999999999999999999 0\n\n",
 		StreamStats{Foreign: 4}},
 }
 
@@ -189,7 +189,7 @@ func TestPayloadRoundTrip(t *testing.T) {
 			t.Errorf("size %d: parsePayload(%q) = %+v, %v; want %+v", size, buf, got, ok, want)
 		}
 	}
-	if s := payloadString(42, 64); !strings.HasPrefix(s, "000000000042 1732406399999000000 00 xxx") || len(s) != 64 {
+	if s := payloadString(42, 64); !strings.HasPrefix(s, "000000000042 1732406399999000000 000 xxx") || len(s) != 64 {
 		t.Errorf("payload = %q", s)
 	}
 }

@@ -3,25 +3,25 @@ package ssebench
 // Payload layout. Every event sse-bench publishes carries, as its data, a
 // fixed-size ASCII string:
 //
-//	000000000042 1732406400123456789 03 xxxxxxxx...
+//	000000000042 1732406400123456789 003 xxxxxxxx...
 //
 // the publisher lane's sequence number (12 digits, from 1), the publish time
-// in Unix nanoseconds (19 digits), the lane (2 digits), then padding up to
+// in Unix nanoseconds (19 digits), the lane (3 digits), then padding up to
 // the requested size. Sequence numbers are per lane because each lane is one
 // publisher goroutine sending requests one after the other, which is the only
 // order a reader can rely on.
 const (
 	seqDigits  = 12
 	timeDigits = 19
-	laneDigits = 2
+	laneDigits = 3
 
 	// MinPayloadSize is the smallest -size that holds the header.
 	MinPayloadSize = seqDigits + 1 + timeDigits + 1 + laneDigits
 	// MaxPayloadSize is the service's limit on one event's body.
 	MaxPayloadSize = 64 << 10
-	// MaxLanes bounds the number of publisher goroutines (lanes fit in two
-	// digits and readers keep a fixed array of lane states).
-	MaxLanes = 64
+	// MaxLanes bounds the number of publisher goroutines (lanes fit in
+	// three digits and readers keep a fixed array of lane states).
+	MaxLanes = 256
 )
 
 // payload is the header of one sse-bench event.

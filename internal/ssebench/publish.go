@@ -31,11 +31,11 @@ const (
 // accepted them in.
 type publisher struct {
 	client  *http.Client
-	urls    []string // publish endpoint on each target
+	urls    [][]string // urls[topic][target]: the publish endpoint
 	token   string
 	batch   int
 	size    int
-	topicJS []byte // the topic as a JSON string
+	topicJS [][]byte // each topic as a JSON string
 	lanes   []*lane
 
 	skipped atomic.Int64 // requests not sent: lanes behind schedule
@@ -46,6 +46,7 @@ type publisher struct {
 // than published are only touched by its goroutine until it has ended.
 type lane struct {
 	id        int
+	topic     int // index of the topic it publishes to
 	nextSeq   uint64
 	published atomic.Int64 // events accepted by the service
 	requests  int64
@@ -54,8 +55,7 @@ type lane struct {
 	body      []byte
 }
 
-func newPublisher(targets []Target, token, topic string, batch, size, lanes int) *publisher {
-	topicJS, _ := json.Marshal(topic) // a string always marshals
+func newPublisher(targets []Target, token string, topics []string, batch, size, lanes int) *publisher {
 	p := &publisher{
 		client: &http.Client{
 			Timeout: publishTimeout,
@@ -65,20 +65,25 @@ func newPublisher(targets []Target, token, topic string, batch, size, lanes int)
 				IdleConnTimeout:     time.Minute,
 			},
 		},
-		token:   token,
-		batch:   batch,
-		size:    size,
-		topicJS: topicJS,
+		token: token,
+		batch: batch,
+		size:  size,
 	}
-	for _, t := range targets {
-		if batch > 1 {
-			p.urls = append(p.urls, t.Base+"/v1/events")
-		} else {
-			p.urls = append(p.urls, t.Base+"/v1/topics/"+url.PathEscape(topic)+"/events")
+	for _, topic := range topics {
+		js, _ := json.Marshal(topic) // a string always marshals
+		p.topicJS = append(p.topicJS, js)
+		var urls []string
+		for _, t := range targets {
+			if batch > 1 {
+				urls = append(urls, t.Base+"/v1/events")
+			} else {
+				urls = append(urls, t.Base+"/v1/topics/"+url.PathEscape(topic)+"/events")
+			}
 		}
+		p.urls = append(p.urls, urls)
 	}
 	for i := range lanes {
-		p.lanes = append(p.lanes, &lane{id: i, nextSeq: 1, errors: map[string]int64{}})
+		p.lanes = append(p.lanes, &lane{id: i, topic: i % len(topics), nextSeq: 1, errors: map[string]int64{}})
 	}
 	return p
 }
@@ -143,7 +148,8 @@ func (p *publisher) run(pace, abort context.Context, l *lane, due <-chan struct{
 // publish does not show up as a gap on the streams.
 func (p *publisher) publish(ctx context.Context, l *lane) {
 	l.body = p.appendBody(l.body[:0], l, time.Now().UnixNano())
-	target := p.urls[(int(l.requests)+l.id)%len(p.urls)]
+	urls := p.urls[l.topic]
+	target := urls[(int(l.requests)+l.id)%len(urls)]
 	l.requests++
 	status, err := p.post(ctx, target, l.body)
 	switch {
@@ -200,7 +206,7 @@ func (p *publisher) appendBody(dst []byte, l *lane, ts int64) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"topic":`...)
-		dst = append(dst, p.topicJS...)
+		dst = append(dst, p.topicJS[l.topic]...)
 		dst = append(dst, `,"data":"`...)
 		dst = p.appendPayload(dst, l.nextSeq+uint64(i), ts, l.id)
 		dst = append(dst, `"}`...)

@@ -15,6 +15,7 @@ import (
 type Report struct {
 	Targets     []string `json:"targets"`
 	Topic       string   `json:"topic"`
+	Topics      int      `json:"topics"`
 	Interrupted bool     `json:"interrupted"`
 
 	StreamsRequested  int     `json:"streams_requested"`
@@ -44,8 +45,9 @@ type Report struct {
 	DeliveriesInWindow  int64   `json:"deliveries_in_window"`
 	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
 
-	// Expected is Published × StreamsConnected; Missing is what never
-	// arrived: Expected − (Received − Duplicates).
+	// Expected is each event published times the streams connected to
+	// its topic; Missing is what never arrived: Expected − (Received −
+	// Duplicates).
 	ExpectedDeliveries int64 `json:"expected_deliveries"`
 	ReceivedDeliveries int64 `json:"received_deliveries"`
 	MissingDeliveries  int64 `json:"missing_deliveries"`
@@ -62,6 +64,8 @@ type Report struct {
 
 	OK       bool     `json:"ok"`
 	Failures []string `json:"failures"`
+
+	streamsPerTopic map[int]int // streams connected, by topic index
 }
 
 // LatencyReport summarises the latency of events published in the window,
@@ -99,6 +103,7 @@ type BenchReport struct {
 func newReport(cfg Config) *Report {
 	r := &Report{
 		Topic:            cfg.Topic,
+		Topics:           max(1, cfg.Topics),
 		StreamsRequested: cfg.Streams,
 		TargetRate:       cfg.Rate,
 		Batch:            cfg.Batch,
@@ -193,6 +198,8 @@ func (r *Report) setStreams(streams []*stream, latency *Histogram) {
 func (r *Report) setPublisher(p *publisher) {
 	for _, l := range p.lanes {
 		r.Published += l.published.Load()
+		// Each of the lane's events goes to the streams of its topic.
+		r.ExpectedDeliveries += l.published.Load() * int64(r.streamsPerTopic[l.topic])
 		r.PublishRequests += l.requests
 		for kind, n := range l.errors {
 			r.PublishErrors[kind] += n
@@ -206,7 +213,6 @@ func (r *Report) setPublisher(p *publisher) {
 
 // finish derives the totals and the verdict.
 func (r *Report) finish() {
-	r.ExpectedDeliveries = r.Published * int64(r.StreamsConnected)
 	r.MissingDeliveries = max(0, r.ExpectedDeliveries-(r.ReceivedDeliveries-r.Duplicates))
 	if r.StreamsConnected < r.StreamsRequested {
 		r.fail("only %d of %d streams connected (first error: %s)",
@@ -238,6 +244,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "%-11s %s\n", label, fmt.Sprintf(format, args...))
 	}
 	fmt.Fprintf(&b, "sse-bench: %d streams on %s, topic %q", r.StreamsRequested, strings.Join(r.Targets, ","), r.Topic)
+	if r.Topics > 1 {
+		fmt.Fprintf(&b, " (%d topics: %s-0 ...)", r.Topics, r.Topic)
+	}
 	if r.Interrupted {
 		b.WriteString(" (interrupted)")
 	}
@@ -261,7 +270,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.FirstPublishError != "" {
 		line("", "first publish error: %s", r.FirstPublishError)
 	}
-	line("deliveries", "%d expected (published × streams), %d received, %d missing",
+	line("deliveries", "%d expected (published × streams of the topic), %d received, %d missing",
 		r.ExpectedDeliveries, r.ReceivedDeliveries, r.MissingDeliveries)
 	line("", "%d in the %.1fs window = %.0f deliveries/s", r.DeliveriesInWindow, r.WindowSeconds, r.DeliveriesPerSecond)
 	line("order", "%d gaps, %d duplicates; %d other events (%d sse-gap notices), %d heartbeats, %.1f MiB read",

@@ -27,8 +27,13 @@ type Config struct {
 	// Dials is how many streams are being opened at once at most.
 	Dials int
 
-	Topic string
-	Token string
+	// Topic is the topic, or with Topics above 1 the prefix of the topics
+	// <Topic>-0 ... <Topic>-<Topics-1>: stream i subscribes to topic
+	// i mod Topics, publisher lane l publishes to topic l mod Topics.
+	// Zero Topics means 1.
+	Topic  string
+	Topics int
+	Token  string
 	// SubscribeToken is sent as the streams' bearer token (a JWT for a
 	// private topic); empty sends none.
 	SubscribeToken string
@@ -67,6 +72,10 @@ func (c *Config) Validate() error {
 		return errors.New("dials must be at least 1")
 	case c.Topic == "":
 		return errors.New("topic must not be empty")
+	case c.Topics < 0 || c.Topics > MaxLanes:
+		return fmt.Errorf("topics must be 1 to %d", MaxLanes)
+	case c.Rate > 0 && c.Publishers < c.Topics:
+		return errors.New("publishers must be at least topics: each topic has its own publisher lanes")
 	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
 		return errors.New("rate must be a number >= 0")
 	case c.Rate > 0 && c.Token == "":
@@ -83,6 +92,18 @@ func (c *Config) Validate() error {
 		return errors.New("pollers must be at least 1")
 	}
 	return nil
+}
+
+// topicNames lists the topics of the run.
+func (c *Config) topicNames() []string {
+	if c.Topics <= 1 {
+		return []string{c.Topic}
+	}
+	names := make([]string, c.Topics)
+	for i := range names {
+		names[i] = c.Topic + "-" + strconv.Itoa(i)
+	}
+	return names
 }
 
 // progressEvery is how often progress is logged while publishing.
@@ -137,7 +158,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.streams = &streamSet{
 		targets: cfg.Targets,
 		sources: cfg.Sources,
-		topic:   cfg.Topic,
+		topics:  cfg.topicNames(),
 		token:   cfg.SubscribeToken,
 		pollers: pollers,
 	}
@@ -168,7 +189,7 @@ func (r *run) load(ctx context.Context) (start, end snapshot) {
 	paceCtx, stopPacing := context.WithCancel(ctx)
 	defer stopPacing()
 	if r.cfg.Rate > 0 {
-		r.pub = newPublisher(r.cfg.Targets, r.cfg.Token, r.cfg.Topic, r.cfg.Batch, r.cfg.Size, r.cfg.Publishers)
+		r.pub = newPublisher(r.cfg.Targets, r.cfg.Token, r.cfg.topicNames(), r.cfg.Batch, r.cfg.Size, r.cfg.Publishers)
 		r.pub.start(paceCtx, ctx, r.cfg.Rate)
 		r.log.Info("publishing", "rate", r.cfg.Rate, "batch", r.cfg.Batch,
 			"warmup", r.cfg.Warmup, "duration", r.cfg.Duration)
@@ -198,6 +219,7 @@ func (r *run) connect(ctx context.Context, rep *Report) {
 	r.streams.open(ctx, r.cfg.Streams, r.cfg.Dials)
 	rep.ConnectSeconds = round(time.Since(start).Seconds(), 3)
 	rep.StreamsConnected = r.streams.connected
+	rep.streamsPerTopic = r.streams.perTopic
 	rep.StreamsFailed = r.streams.failed
 	if r.streams.firstFail != nil {
 		rep.FirstConnectError = r.streams.firstFail.Error()

@@ -24,11 +24,19 @@ type fakeService struct {
 
 	mu   sync.Mutex
 	n    int
-	subs map[chan []byte]struct{}
+	subs map[chan []byte]string // subscriber -> its topic
 }
 
 func newFakeService(token string) *fakeService {
-	return &fakeService{token: token, subs: map[chan []byte]struct{}{}}
+	return &fakeService{token: token, subs: map[chan []byte]string{}}
+}
+
+// benchTopic reports whether t is a topic the bench may use: bench, or
+// bench-<n> with -topics.
+func benchTopic(t string) bool {
+	n, ok := strings.CutPrefix(t, "bench-")
+	_, err := strconv.Atoi(n)
+	return t == "bench" || (ok && err == nil)
 }
 
 func (f *fakeService) handler() http.Handler {
@@ -40,13 +48,14 @@ func (f *fakeService) handler() http.Handler {
 }
 
 func (f *fakeService) subscribe(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("topic") != "bench" {
+	topic := r.URL.Query().Get("topic")
+	if !benchTopic(topic) {
 		http.Error(w, "unknown topic", http.StatusNotFound)
 		return
 	}
 	ch := make(chan []byte, 1<<14)
 	f.mu.Lock()
-	f.subs[ch] = struct{}{}
+	f.subs[ch] = topic
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
@@ -87,11 +96,11 @@ func (f *fakeService) publishOne(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var msg struct{ Data string }
-	if err := json.NewDecoder(r.Body).Decode(&msg); err != nil || r.PathValue("topic") != "bench" {
+	if err := json.NewDecoder(r.Body).Decode(&msg); err != nil || !benchTopic(r.PathValue("topic")) {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return
 	}
-	ids := f.publish([]string{msg.Data})
+	ids := f.publish(r.PathValue("topic"), []string{msg.Data})
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(map[string]string{"id": ids[0]})
 }
@@ -107,19 +116,19 @@ func (f *fakeService) publishBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	var data []string
 	for _, m := range msgs {
-		if m.Topic != "bench" {
+		if m.Topic != msgs[0].Topic || !benchTopic(m.Topic) {
 			http.Error(w, "unknown topic", http.StatusBadRequest)
 			return
 		}
 		data = append(data, m.Data)
 	}
-	ids := f.publish(data)
+	ids := f.publish(msgs[0].Topic, data)
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(map[string][]string{"ids": ids})
 }
 
-// publish hands events to every subscriber, in order.
-func (f *fakeService) publish(data []string) []string {
+// publish hands events to every subscriber of topic, in order.
+func (f *fakeService) publish(topic string, data []string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var ids []string
@@ -131,7 +140,10 @@ func (f *fakeService) publish(data []string) []string {
 			continue
 		}
 		frame := []byte("id: " + id + "\nevent: bench\ndata: " + d + "\n\n")
-		for ch := range f.subs {
+		for ch, t := range f.subs {
+			if t != topic {
+				continue
+			}
 			select {
 			case ch <- frame:
 			default: // a stuck subscriber loses events; the bench must notice
@@ -191,14 +203,18 @@ func TestRunEndToEnd(t *testing.T) {
 		instances int
 		batch     int
 		rate      float64
+		topics    int
 	}{
-		{"single events, one instance", 1, 1, 200},
-		{"batches over two instances", 2, 10, 1000},
+		{"single events, one instance", 1, 1, 200, 1},
+		{"batches over two instances", 2, 10, 1000, 1},
+		{"three topics", 1, 1, 300, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t, startFake(t, newFakeService("secret"), tt.instances))
-			cfg.Batch, cfg.Rate = tt.batch, tt.rate
+			cfg.Batch, cfg.Rate, cfg.Topics = tt.batch, tt.rate, tt.topics
+			cfg.Publishers = max(cfg.Publishers, tt.topics)
+			cfg.Streams -= cfg.Streams % tt.topics // as many on each topic
 			rep, err := Run(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -215,7 +231,8 @@ func TestRunEndToEnd(t *testing.T) {
 			if want := int64(1.2 * tt.rate); rep.Published < want*8/10 || rep.Published > want*11/10 {
 				t.Errorf("published %d, want about %d", rep.Published, want)
 			}
-			if rep.ReceivedDeliveries != rep.Published*int64(cfg.Streams) || rep.MissingDeliveries != 0 {
+			// Each event reaches the streams of its topic only.
+			if rep.ReceivedDeliveries != rep.Published*int64(cfg.Streams/tt.topics) || rep.MissingDeliveries != 0 {
 				t.Errorf("received %d of %d deliveries, %d missing",
 					rep.ReceivedDeliveries, rep.ExpectedDeliveries, rep.MissingDeliveries)
 			}

@@ -29,12 +29,13 @@ type stream struct {
 type streamSet struct {
 	targets []Target
 	sources []net.IP
-	topic   string
-	token   string // subscriber's bearer token, for private topics
+	topics  []string // stream i subscribes to topics[i mod len]
+	token   string   // subscriber's bearer token, for private topics
 	pollers *pollerGroup
 
 	mu        sync.Mutex
 	connected int
+	perTopic  map[int]int // streams connected, by topic index
 	failed    int
 	firstFail error
 }
@@ -43,9 +44,11 @@ type streamSet struct {
 // when every attempt has succeeded or failed (or ctx is done). Connected
 // streams are read by the pollers until they are closed.
 func (s *streamSet) open(ctx context.Context, n, dials int) {
-	requests := make([][]byte, len(s.targets))
-	for i, t := range s.targets {
-		requests[i] = subscribeRequest(t, s.topic, s.token)
+	s.perTopic = map[int]int{}
+	// requests[i] is stream i's: its target and its topic.
+	requests := make([][]byte, len(s.targets)*len(s.topics))
+	for i := range requests {
+		requests[i] = subscribeRequest(s.targets[i%len(s.targets)], s.topics[i%len(s.topics)], s.token)
 	}
 	sem := make(chan struct{}, dials)
 	var pending sync.WaitGroup
@@ -65,6 +68,7 @@ func (s *streamSet) open(ctx context.Context, n, dials int) {
 			}
 			s.mu.Lock()
 			s.connected++
+			s.perTopic[i%len(s.topics)]++
 			s.mu.Unlock()
 		})
 	}

@@ -32,6 +32,15 @@ type service struct {
 // It is stopped when the test ends.
 func startService(t *testing.T, env map[string]string) *service {
 	t.Helper()
+	s := launch(t, env)
+	s.waitReady(10 * time.Second)
+	return s
+}
+
+// launch runs the service like startService, without waiting until it is
+// ready.
+func launch(t *testing.T, env map[string]string) *service {
+	t.Helper()
 	defaults := map[string]string{
 		"SSE_ADDR":           "127.0.0.1:0",
 		"SSE_ADMIN_ADDR":     "127.0.0.1:0",
@@ -57,17 +66,22 @@ func startService(t *testing.T, env map[string]string) *service {
 		t.Fatalf("service did not start: %v\nlogs:\n%s", err, s.logs)
 	}
 	t.Cleanup(func() { s.stop() })
-	// Ready once the broker is: the NATS one connects in the background.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	return s
+}
+
+// waitReady waits until /readyz answers 200: the NATS broker connects in
+// the background.
+func (s *service) waitReady(timeout time.Duration) {
+	s.t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
 		code := s.status(s.admin + "/readyz")
 		if code == http.StatusOK {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz = %d 10s after start\nlogs:\n%s", code, s.logs)
+			s.t.Fatalf("/readyz = %d %s after start\nlogs:\n%s", code, timeout, s.logs)
 		}
 	}
-	return s
 }
 
 // stop cancels run's context, as SIGTERM does, and returns run's error.

@@ -1,12 +1,25 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sse-service/sse-service/internal/testutil/natstest"
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
@@ -128,4 +141,143 @@ func TestBadNATSConfigIsRefusedAtStart(t *testing.T) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
 		}
 	}
+}
+
+// A replica that starts before NATS does not exit: it serves, not ready
+// (/healthz 200, /readyz 503, publishes 503), and becomes ready once NATS
+// appears.
+func TestStartsBeforeNATS(t *testing.T) {
+	ns := natstest.Reserve(t)
+	s := launch(t, map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.URL()})
+	time.Sleep(300 * time.Millisecond) // NATS stays absent a while
+	if code := s.status(s.admin + "/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz without NATS = %d, want 503", code)
+	}
+	if code := s.status(s.admin + "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz without NATS = %d, want 200 (a restart would not help)", code)
+	}
+	if code, body := s.post("/v1/topics/t/events", `{"data":"x"}`, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("publish without NATS = %d %s, want 503", code, body)
+	}
+	if !strings.Contains(s.logs.String(), "nats stream not reachable yet") {
+		t.Fatalf("no log says why the replica is not ready:\n%s", s.logs)
+	}
+	ns.Start()
+	s.waitReady(20 * time.Second)
+	c := s.subscribe("/v1/events?topic=t")
+	id := s.publish("t", "after NATS came")
+	if ev := c.next(); ev.ID != id {
+		t.Fatalf("got %+v, want %s", ev, id)
+	}
+}
+
+// Resumes read history without consumers: however many clients resume on
+// two replicas, the stream's consumers are the replicas' live feeds. Set
+// LOAD_RESUMES (e.g. 20000) for the load figure of docs/scaling.md (not
+// SSE_*: TestMain clears those).
+func TestResumesLeaveNoConsumerBehind(t *testing.T) {
+	n := 2000
+	if v := os.Getenv("LOAD_RESUMES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("LOAD_RESUMES=%q: want a positive integer", v)
+		}
+	}
+	ns := natstest.Start(t)
+	env := map[string]string{"SSE_BROKER": "nats", "SSE_NATS_URL": ns.URL(), "SSE_MAX_CONNECTIONS": "0"}
+	replicas := []*service{startService(t, env), startService(t, env)}
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, replicas[i%2].publish("r", strconv.Itoa(i)))
+	}
+	info := func() (consumers int) {
+		nc, err := nats.Connect(ns.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		s, err := js.Stream(context.Background(), "SSE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, err := s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i.State.Consumers
+	}
+	baseline := info()
+	if baseline != 2 {
+		t.Fatalf("%d consumers with two replicas, want their two live feeds", baseline)
+	}
+
+	start := time.Now()
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for i := range work {
+				from := i % len(ids)
+				if err := resumeOnce(replicas[i%2], ids[from], ids[from+1:]); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	took := time.Since(start)
+	t.Logf("%d resumes on 2 replicas in %s (%.0f/s)", n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d of %d resumes failed; first: %v", f, n, firstErr.Load())
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got := info()
+		if got == baseline {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d consumers 5s after %d resumes, want the baseline %d", got, n, baseline)
+		}
+	}
+}
+
+// resumeOnce resumes after id and checks the replay is want, in order.
+func resumeOnce(s *service, id string, want []string) error {
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.public, "http://"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/events?topic=r HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\nLast-Event-ID: %s\r\n\r\n", id)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("resume after %s: %s", id, resp.Status)
+	}
+	var got []string
+	var p ssetest.Parser
+	buf := make([]byte, 4096)
+	for len(got) < len(want) {
+		n, err := resp.Body.Read(buf)
+		p.Feed(buf[:n], func(ev ssetest.Event) { got = append(got, ev.LastEventID) })
+		if err != nil {
+			return fmt.Errorf("resume after %s: %d of %d events, then %w", id, len(got), len(want), err)
+		}
+	}
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("resume after %s replayed %v, want %v", id, got, want)
+	}
+	return nil
 }

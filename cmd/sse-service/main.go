@@ -292,8 +292,11 @@ func newBroker(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (
 			HistorySize:       cfg.HistorySize,
 			HistoryTTL:        cfg.HistoryTTL,
 			IdempotencyWindow: cfg.IdempotencyWindow,
-			Log:               log,
-			Metrics:           metrics.NewBroker(reg),
+			// Concurrent publishes to a topic reach its subscribers as one
+			// burst: a quarter of their queue at most.
+			MaxRound: max(1, cfg.ClientBuffer/4),
+			Log:      log,
+			Metrics:  metrics.NewBroker(reg),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("SSE_BROKER=nats: %w", err)

@@ -60,6 +60,11 @@ type Options struct {
 	// RequestTimeout bounds each request to the server, and each publish
 	// with its retries. Default 5s.
 	RequestTimeout time.Duration
+	// MaxRound is how many events of concurrent publishes to one topic
+	// are stored together at most (a publish of more is stored whole).
+	// They reach subscribers as one burst, so it should be well below the
+	// subscribers' queue (stream.Options.ClientBuffer). Default 64.
+	MaxRound int
 	// Log receives connection state changes and failures; nil discards
 	// them.
 	Log *slog.Logger
@@ -81,6 +86,9 @@ func (o Options) withDefaults() Options {
 		stream.RetentionDefaults(o.HistorySize, o.HistoryTTL, o.IdempotencyWindow)
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 5 * time.Second
+	}
+	if o.MaxRound <= 0 {
+		o.MaxRound = 64
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

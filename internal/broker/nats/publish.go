@@ -31,9 +31,12 @@ import (
 // round stores all of them at once, as one atomic batch. Only replicas
 // compete for a topic, whatever the number of publishers.
 
-// maxRound is how many events one round stores at most: JetStream's
-// default limit on an atomic batch.
-const maxRound = 1000
+// minBatch is the smallest round stored as one atomic batch; smaller ones
+// are stored one publish at a time. An atomic batch has a fixed cost on the
+// server (on a one-copy file stream it stages the batch in a store of its
+// own, files included), which only a large batch repays; a publish costs a
+// round trip.
+const minBatch = 32
 
 // maxIdleTopics bounds the publish state kept for topics nobody is
 // publishing to right now (their last known sequence, which saves a
@@ -142,7 +145,7 @@ func (b *Broker) publishQueued(ctx context.Context, st *streamState, subject str
 		case <-req.done:
 			return req.err
 		case t.turn <- struct{}{}:
-			if round := t.take(); len(round) > 0 {
+			if round := t.take(b.opts.MaxRound); len(round) > 0 {
 				b.storeRound(st, map[string]*topic{subject: t}, round)
 			}
 			<-t.turn
@@ -183,10 +186,12 @@ func (b *Broker) storeRound(st *streamState, topics map[string]*topic, reqs []*p
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.RequestTimeout)
 	defer cancel()
 	var msgs []*nats.Msg
+	atomic := false // a request of several events is stored all or nothing
 	for _, r := range reqs {
 		msgs = append(msgs, r.msgs...)
+		atomic = atomic || len(r.msgs) > 1
 	}
-	acks, err := b.store(ctx, st, topics, msgs)
+	acks, err := b.store(ctx, st, topics, msgs, atomic || len(msgs) >= minBatch)
 	i := 0
 	for _, r := range reqs {
 		// Requests stored whole before a failure (one by one, on a stream
@@ -213,10 +218,11 @@ func (b *Broker) storeRound(st *streamState, topics map[string]*topic, reqs []*p
 // ones name their predecessor in the batch. It retries, until ctx ends,
 // what can succeed on a second try: a stale predecessor (another replica
 // published first), a stream leader being elected, an answer that never
-// came (the message ids make a repeat harmless). On error, acks holds those
-// of the events stored before it (one by one only).
-func (b *Broker) store(ctx context.Context, st *streamState, topics map[string]*topic, msgs []*nats.Msg) (acks []pubAck, err error) {
-	oneByOne := len(msgs) == 1 || !st.atomic
+// came (the message ids make a repeat harmless). With batch, and a stream
+// that takes atomic batches, msgs are stored as one; otherwise one by one,
+// and on error acks holds those of the events stored before it.
+func (b *Broker) store(ctx context.Context, st *streamState, topics map[string]*topic, msgs []*nats.Msg, batch bool) (acks []pubAck, err error) {
+	oneByOne := len(msgs) == 1 || !st.atomic || !batch
 	acks = make([]pubAck, 0, len(msgs))
 	unknown := false // a request went out and got no answer
 	wait := 20 * time.Millisecond
@@ -235,9 +241,9 @@ func (b *Broker) store(ctx context.Context, st *streamState, topics map[string]*
 			// Resumes after the events already stored.
 			acks, err = b.storeEach(ctx, topics, msgs, acks)
 		} else {
-			var batch []pubAck
-			if batch, err = b.storeBatch(ctx, topics, msgs); err == nil {
-				acks = batch
+			var all []pubAck
+			if all, err = b.storeBatch(ctx, topics, msgs); err == nil {
+				acks = all
 			}
 		}
 		if err == nil {
@@ -483,12 +489,12 @@ func (t *topic) setStored(seq uint64) {
 }
 
 // take removes the requests of the next round: whole requests, in
-// order, up to maxRound events (at least one request).
-func (t *topic) take() []*pubReq {
+// order, up to limit events (at least one request).
+func (t *topic) take(limit int) []*pubReq {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n, events := 0, 0
-	for n < len(t.pending) && (n == 0 || events+len(t.pending[n].msgs) <= maxRound) {
+	for n < len(t.pending) && (n == 0 || events+len(t.pending[n].msgs) <= limit) {
 		events += len(t.pending[n].msgs)
 		n++
 	}

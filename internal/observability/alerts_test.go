@@ -26,6 +26,9 @@ var wantAlerts = []string{
 	"SSEDeliveryLatencyHigh",
 	"SSEPublishFailures",
 	"SSENoReadyReplica",
+	"SSEBackendDisconnected",
+	"SSEBackendFailing",
+	"SSEBackendEventsLost",
 }
 
 var severities = map[string]bool{"critical": true, "warning": true, "info": true}

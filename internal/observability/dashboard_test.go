@@ -318,6 +318,9 @@ func TestDashboardShowsTheContractMetrics(t *testing.T) {
 		"sse_publish_failures_total", "http_requests_total", "http_request_duration_seconds_bucket",
 		"go_goroutines", "process_resident_memory_bytes", "process_cpu_seconds_total",
 		"process_open_fds", "process_max_fds",
+		"sse_broker_connected", "sse_broker_publish_duration_seconds_bucket", "sse_broker_publish_failures_total",
+		"sse_broker_replay_duration_seconds_bucket", "sse_broker_replay_failures_total",
+		"sse_broker_events_received_total", "sse_broker_events_lost_total",
 	} {
 		if !used[n] {
 			t.Errorf("no panel shows %s", n)

@@ -70,6 +70,7 @@ func exportedSeries(t *testing.T) (series map[string]bool, declaredOnly []string
 	// If metrics.New changes its parameters, adapt this call: the check
 	// needs the registry the service's /metrics serves.
 	metrics.New(rec)
+	metrics.NewBroker(rec) // with SSE_BROKER=nats
 
 	mfs, err := reg.Gather()
 	if err != nil {

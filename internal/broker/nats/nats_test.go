@@ -524,3 +524,31 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// The broker remembers a bounded number of topics: publishing to ever new
+// topics (per-user topics) does not grow its memory without end.
+func TestPublishStateOfIdleTopicsIsBounded(t *testing.T) {
+	ns := natstest.Start(t)
+	br := newBroker(t, ns.URL(), natsbroker.Options{})
+	attach(t, br)
+	n := natsbroker.MaxIdleTopics + 1000
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range work {
+				if _, err := br.Publish(context.Background(), []stream.Message{{Topic: fmt.Sprint("user:", i), Data: "x"}}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if got := br.TopicStates(); got > natsbroker.MaxIdleTopics {
+		t.Fatalf("publish state kept for %d topics after publishing to %d, want at most %d", got, n, natsbroker.MaxIdleTopics)
+	}
+}

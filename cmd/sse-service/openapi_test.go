@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -475,6 +476,7 @@ func (c *oaConformance) nextEvent(sc *sseClient) event {
 		var ev event
 		var data []string
 		var hasID, hasEvent bool
+		retry := ""
 		for i, l := range f {
 			name, v := oaField(l)
 			switch name {
@@ -491,6 +493,8 @@ func (c *oaConformance) nextEvent(sc *sseClient) event {
 				ev.Type, hasEvent = v, true
 			case "data":
 				data = append(data, v)
+			case "retry":
+				retry = v
 			default:
 				c.t.Errorf("frame %q: unexpected field %q", f, name)
 			}
@@ -519,6 +523,22 @@ func (c *oaConformance) nextEvent(sc *sseClient) event {
 				c.t.Errorf("sse-auth-expired data %q is not JSON: %v", ev.Data, err)
 			} else if err := c.schema("AuthExpiredEventData").VisitJSON(info, openapi3.EnableJSONSchema2020()); err != nil {
 				c.t.Errorf("sse-auth-expired data %q does not match AuthExpiredEventData: %v", ev.Data, err)
+			}
+		}
+		if retry != "" && typ != "sse-reconnect" {
+			c.t.Errorf("frame %q: a retry field in an event other than sse-reconnect", f)
+		}
+		if typ == "sse-reconnect" {
+			var rc struct {
+				RetryMs int `json:"retryMs"`
+			}
+			var info any
+			if err := json.Unmarshal([]byte(ev.Data), &info); err != nil {
+				c.t.Errorf("sse-reconnect data %q is not JSON: %v", ev.Data, err)
+			} else if err := c.schema("ReconnectEventData").VisitJSON(info, openapi3.EnableJSONSchema2020()); err != nil {
+				c.t.Errorf("sse-reconnect data %q does not match ReconnectEventData: %v", ev.Data, err)
+			} else if _ = json.Unmarshal([]byte(ev.Data), &rc); strconv.Itoa(rc.RetryMs) != retry {
+				c.t.Errorf("sse-reconnect frame %q: retryMs is not the retry field", f)
 			}
 		}
 		if typ == "sse-gap" {
@@ -684,6 +704,12 @@ func TestRealTrafficConformsToTheOpenAPIDocument(t *testing.T) {
 		held := c.openStream("/v1/events?topic=t")
 		c.checkFirstFrame(held)
 		c.do(oaExchange{name: "stream over the global limit", method: http.MethodGet, path: "/v1/events?topic=t", status: http.StatusServiceUnavailable})
+		// The same refusal to an EventSource: a 200 stream that says when
+		// to come back.
+		refused := c.openStream("/v1/events?topic=t")
+		if ev := c.nextEvent(refused); ev.Type != "sse-reconnect" || ev.ID != "" {
+			t.Errorf("refused EventSource got %+v, want one sse-reconnect without an id", ev)
+		}
 	})
 
 	t.Run("publish", func(t *testing.T) {

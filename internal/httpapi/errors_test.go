@@ -41,6 +41,12 @@ func TestToAPIError(t *testing.T) {
 			notInBody: "10.0.0.5",
 		},
 		{
+			name:   "outcome unknown",
+			err:    fmt.Errorf("publish to SSE: %w: no answer: nats: timeout from 10.0.0.5", stream.ErrOutcomeUnknown),
+			status: http.StatusGatewayTimeout, msg: "event backend did not answer in time: the event may or may not be stored; repeat the request with the same Idempotency-Key (one is needed to retry safely)", retry: true,
+			notInBody: "10.0.0.5",
+		},
+		{
 			name:   "echo not found",
 			err:    echo.ErrNotFound,
 			status: http.StatusNotFound, msg: "Not Found",

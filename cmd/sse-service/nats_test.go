@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,9 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sse-service/sse-service/internal/testutil/natstest"
 	"github.com/sse-service/sse-service/internal/testutil/ssetest"
@@ -190,24 +186,7 @@ func TestResumesLeaveNoConsumerBehind(t *testing.T) {
 	for i := range 20 {
 		ids = append(ids, replicas[i%2].publish("r", strconv.Itoa(i)))
 	}
-	info := func() (consumers int) {
-		nc, err := nats.Connect(ns.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		s, err := js.Stream(context.Background(), "SSE")
-		if err != nil {
-			t.Fatal(err)
-		}
-		i, err := s.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return i.State.Consumers
-	}
-	baseline := info()
+	baseline := ns.Consumers("SSE")
 	if baseline != 2 {
 		t.Fatalf("%d consumers with two replicas, want their two live feeds", baseline)
 	}
@@ -239,7 +218,7 @@ func TestResumesLeaveNoConsumerBehind(t *testing.T) {
 		t.Fatalf("%d of %d resumes failed; first: %v", f, n, firstErr.Load())
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		got := info()
+		got := ns.Consumers("SSE")
 		if got == baseline {
 			break
 		}

@@ -106,26 +106,6 @@ func replayIDs(t *testing.T, b *natsbroker.Broker, topics []string, after string
 	return got
 }
 
-// consumers is how many consumers the server holds on stream.
-func consumers(t *testing.T, url, name string) int {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	s, err := js.Stream(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Consumers
-}
-
 func TestPublishReachesEveryReplicaInOrder(t *testing.T) {
 	ns := natstest.Start(t)
 	a := newBroker(t, ns.URL(), natsbroker.Options{})
@@ -181,7 +161,7 @@ func TestResumesLeaveNoConsumerBehind(t *testing.T) {
 		ids = append(ids, publish(t, a, stream.Message{Topic: []string{"x", "y", "z"}[i%3], Data: fmt.Sprint(i)}).ID)
 	}
 	head := sb.wait(t, 60)[59].Seq
-	baseline := consumers(t, ns.URL(), "SSE")
+	baseline := ns.Consumers("SSE")
 	if baseline != 2 {
 		t.Fatalf("%d consumers with two replicas attached, want their two live feeds", baseline)
 	}
@@ -199,7 +179,7 @@ func TestResumesLeaveNoConsumerBehind(t *testing.T) {
 			t.Fatalf("resume %d after %s: %v, want %v", i, ids[from], got, want)
 		}
 	}
-	if n := consumers(t, ns.URL(), "SSE"); n != baseline {
+	if n := ns.Consumers("SSE"); n != baseline {
 		t.Fatalf("%d consumers after 1,200 resumes, want the %d live feeds only", n, baseline)
 	}
 }

@@ -3,12 +3,15 @@
 package natstest
 
 import (
+	"context"
 	"net"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server is a real nats-server with JetStream in this process, on a loopback
@@ -72,3 +75,26 @@ func (n *Server) Stop() {
 
 // URL is the server's client URL (nats://127.0.0.1:port).
 func (n *Server) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+// Consumers is how many consumers the server holds on stream.
+func (n *Server) Consumers(stream string) int {
+	n.t.Helper()
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		n.t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		n.t.Fatalf("stream %s info: %v", stream, err)
+	}
+	return info.State.Consumers
+}

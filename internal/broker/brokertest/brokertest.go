@@ -726,7 +726,7 @@ func testHistoryIsPerTopic(t *testing.T, be Backend) {
 	}
 	// Wait for the last event itself: with a history of 3, a backend whose
 	// delivery lags its storage may have lost some busy events (and said so
-	// with a loss marker) before delivering them.
+	// through Feed.Lost) before delivering them.
 	head := h.waitFor(last.ID).Seq
 	got := h.mustReplay([]string{"quiet"}, resume.ID, head)
 	wantIDs(t, "replay [quiet] after 50 events on busy", got, quiet.ID)

@@ -25,19 +25,22 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "sse-service")
-	// The go command that runs the tests is on PATH; GOROOT is the
-	// fallback (runtime.GOROOT is empty in -trimpath builds).
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goCmd, "build", "-o", binary, "../cmd/sse-service")
+	build := exec.Command(goCommand(), "build", "-o", binary, "../cmd/sse-service")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building the service:", err)
 		return 1
 	}
 	return m.Run()
+}
+
+// goCommand is the go command that runs the tests, on PATH, with GOROOT's
+// as the fallback (runtime.GOROOT is empty in -trimpath builds).
+func goCommand() string {
+	if goCmd, err := exec.LookPath("go"); err == nil {
+		return goCmd
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // inCI reports whether missing tools fail the tests instead of skipping them.

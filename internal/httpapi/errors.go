@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/sse-service/sse-service/internal/ratelog"
 	"github.com/sse-service/sse-service/internal/stream"
 )
 
@@ -31,8 +32,9 @@ func (e *apiError) Error() string { return e.msg }
 func newError(status int, msg string) *apiError { return &apiError{status: status, msg: msg} }
 
 // errorHandler writes every error as JSON {"error": "..."}: the one place
-// where errors become status codes. Internal detail never reaches the client.
-func errorHandler(log *slog.Logger, jitter time.Duration, metrics Metrics) echo.HTTPErrorHandler {
+// where errors become status codes. Internal detail never reaches the client;
+// every 5xx is logged with it (through failures, rate-limited).
+func errorHandler(log *slog.Logger, failures *ratelog.Logger, jitter time.Duration, metrics Metrics) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
@@ -41,8 +43,13 @@ func errorHandler(log *slog.Logger, jitter time.Duration, metrics Metrics) echo.
 		if isPublish(c) {
 			metrics.PublishFailed(publishFailure(ae.status))
 		}
-		if ae.status >= 500 && ae.retryAfter == 0 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+		switch {
+		case ae.status >= 500 && ae.retryAfter == 0:
+			failures.Log(slog.LevelError, "request failed", "method", c.Request().Method, "path", c.Path(), "status", ae.status, "err", err)
+		case ae.status >= 500:
+			// The backend's trouble (503, 504), or a drain: worth seeing,
+			// not an error of the service itself.
+			failures.Log(slog.LevelWarn, "request failed", "method", c.Request().Method, "path", c.Path(), "status", ae.status, "err", err)
 		}
 		h := c.Response().Header()
 		if ae.retryAfter > 0 {

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sse-service/sse-service/internal/auth"
+	"github.com/sse-service/sse-service/internal/ratelog"
 	"github.com/sse-service/sse-service/internal/stream"
 )
 
@@ -87,6 +88,9 @@ type server struct {
 
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	// failures logs 5xx answers with their cause, rate-limited: in an
+	// outage every publish fails, and each failure still shows.
+	failures *ratelog.Logger
 
 	streams sync.WaitGroup // detached streams (see detach)
 	connsMu sync.Mutex     // guards conns
@@ -154,7 +158,8 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		clockPrivate: slices.ContainsFunc(opts.PrivateTopics, func(p auth.Pattern) bool {
 			return p.String() == clockTopic
 		}),
-		conns: make(map[net.Conn]struct{}),
+		conns:    make(map[net.Conn]struct{}),
+		failures: ratelog.New(log, 5, 20),
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -170,7 +175,7 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 	if len(opts.PrivateTopics) > 0 && opts.Verifier == nil {
 		panic("httpapi: PrivateTopics without a Verifier")
 	}
-	e.HTTPErrorHandler = errorHandler(log, opts.ReconnectJitter, metrics)
+	e.HTTPErrorHandler = errorHandler(log, s.failures, opts.ReconnectJitter, metrics)
 	// Before routing, tracing and logs see the URL: take the query token out.
 	e.Pre(stripQueryToken)
 	e.IPExtractor = ipExtractor(opts.TrustedProxies)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -195,6 +196,8 @@ func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, h
 		case res.Reason == stream.ClosedUnavailable && cc.head != nil:
 			// Nothing was sent yet (the history could not be read for a
 			// resume): answer 503 as a handler would.
+			s.failures.Log(slog.LevelWarn, "request failed", "method", http.MethodGet, "path", routeSubscribe, "status", http.StatusServiceUnavailable,
+				"err", res.Err)
 			_, _ = conn.Write(unavailableResponse(retryAfter(s.opts.ReconnectJitter)))
 		}
 		conn.Close()

@@ -386,6 +386,9 @@ func (s *subscriber) dropped() bool { return s.why.Load() == stopSlow }
 
 var errDropped = errors.New("subscriber dropped")
 
+// errNotStarted: a resume before the broker gave its position.
+var errNotStarted = fmt.Errorf("the broker has not started its feed yet: %w", ErrUnavailable)
+
 // Subscription is what a client asked for.
 type Subscription struct {
 	Topics []string
@@ -402,6 +405,8 @@ type Result struct {
 	Reason   CloseReason
 	Sent     int // events written, replayed ones included
 	Replayed int // events written from history
+	// Err is the broker's error when Reason is ClosedUnavailable.
+	Err error
 }
 
 // maxReplayLinks bounds the links from a stream's span to the publish spans
@@ -431,13 +436,13 @@ func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 	if sub.LastEventID != "" && !started {
 		// The broker has not told where its events end yet: a resume
 		// cannot be served now (the client is answered 503 and retries).
-		reason = ClosedUnavailable
+		reason, w.err = ClosedUnavailable, errNotStarted
 	} else {
 		reason = h.serve(ctx, replayCtx, w, sub, head)
 	}
 	h.unregister(s, sub.Topics)
 	h.metrics.StreamClosed(reason, time.Since(start))
-	return Result{Reason: reason, Sent: w.sent, Replayed: w.replayed}
+	return Result{Reason: reason, Sent: w.sent, Replayed: w.replayed, Err: w.err}
 }
 
 // serve writes the first frame, the replay (under replayCtx, which a stop
@@ -573,7 +578,7 @@ func (h *Hub) replay(ctx, replayCtx context.Context, w *writer, sub Subscription
 	case w.s.why.Load() != stopNone:
 		return "", true
 	case errors.Is(err, ErrUnavailable):
-		h.log.Warn("replay unavailable", "err", err)
+		w.err = err // the HTTP answer (503) is logged with it
 		return ClosedUnavailable, false
 	default:
 		return h.writeFailed(ctx, w.s, err), false
@@ -618,6 +623,7 @@ type writer struct {
 	deadline  time.Time // the write deadline last set on the conn
 	sent      int       // events written
 	replayed  int       // of which from history
+	err       error     // why the broker could not serve the stream
 }
 
 // batch is a pooled write buffer.

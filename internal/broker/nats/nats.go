@@ -33,6 +33,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/sse-service/sse-service/internal/ratelog"
 	"github.com/sse-service/sse-service/internal/stream"
 )
 
@@ -148,9 +149,13 @@ type Broker struct {
 
 	state   atomic.Pointer[streamState] // nil until the stream is open
 	feeding atomic.Bool                 // the live feed's consumer runs
+	// leaderSeen is when the stream's leader last answered the readiness
+	// probe (Unix nanoseconds; 0: never).
+	leaderSeen atomic.Int64
+	warnings   *ratelog.Logger // failures that can repeat thousands of times a second
 
-	mu      sync.Mutex // guards consume
-	consume jetstream.ConsumeContext
+	mu   sync.Mutex // guards feed
+	feed jetstream.MessagesContext
 
 	topicsMu sync.Mutex        // guards topics
 	topics   map[string]*topic // subject -> publish state, see publish.go
@@ -182,7 +187,8 @@ func New(opts Options) (*Broker, error) {
 	if opts.URL == "" {
 		return nil, errors.New("nats: no server URL")
 	}
-	b := &Broker{opts: opts, prop: propagation.TraceContext{}, topics: map[string]*topic{}}
+	b := &Broker{opts: opts, prop: propagation.TraceContext{}, topics: map[string]*topic{},
+		warnings: ratelog.New(opts.Log, 2, 10)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	log, m := opts.Log, opts.Metrics
 	connOpts := []nats.Option{
@@ -233,23 +239,62 @@ func New(opts Options) (*Broker, error) {
 }
 
 // Ready reports whether the broker can take publishes and serve resumes
-// now: connected, the stream open and the live feed running.
+// now: connected, the stream open, its leader answering (a stream without
+// a leader, during an election or without quorum, stores nothing) and the
+// live feed running.
 func (b *Broker) Ready() bool {
-	return b.ctx.Err() == nil && b.nc.IsConnected() && b.state.Load() != nil && b.feeding.Load()
+	seen := time.Unix(0, b.leaderSeen.Load())
+	return b.ctx.Err() == nil && b.nc.IsConnected() && b.state.Load() != nil && b.feeding.Load() &&
+		time.Since(seen) < 3*probeEvery
 }
 
+// probeEvery is how often the readiness probe asks for the stream's leader.
+const probeEvery = time.Second
+
 // Attach implements stream.Broker: it starts, in the background, opening
-// the stream (retrying until NATS answers), then the feed.
+// the stream (retrying until NATS answers), then the feed and the
+// readiness probe.
 func (b *Broker) Attach(f stream.Feed) {
 	b.wg.Go(func() {
 		st, head, ok := b.open()
 		if !ok {
 			return // closed before NATS answered
 		}
+		b.leaderSeen.Store(time.Now().UnixNano())
 		f.Start(stream.Position{Seq: head, ID: st.id(head)})
-		b.startFeed(st, f, head+1)
+		b.wg.Go(b.probeLeader)
+		b.runFeed(st, f, head+1)
 	})
 }
+
+// probeLeader asks the stream's leader for a message that does not exist,
+// every probeEvery, until the broker closes: an answer, even "not found",
+// means the stream can store events now.
+func (b *Broker) probeLeader() {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	// Two tokens after the prefix: never a topic's subject (base64url has
+	// no '.'), so the leader always answers "no message".
+	subject := b.opts.SubjectPrefix + ".probe.leader"
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, probeEvery)
+		_, err := b.leaderGet(ctx, subject, 0, true)
+		cancel()
+		if err == nil {
+			b.leaderSeen.Store(time.Now().UnixNano())
+		} else if b.ctx.Err() == nil {
+			b.warn("nats stream leader does not answer: not ready", "err", err)
+		}
+	}
+}
+
+// warn logs a failure that may repeat many times a second, rate-limited.
+func (b *Broker) warn(msg string, args ...any) { b.warnings.Log(slog.LevelWarn, msg, args...) }
 
 // open finds (or, with ManageStream, creates or updates) the stream,
 // retrying with backoff until it succeeds or the broker closes. head is
@@ -360,12 +405,12 @@ func (st *streamState) parseID(id string) (uint64, *stream.GapError) {
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		b.cancel()
-		b.wg.Wait()
-		b.mu.Lock()
-		if b.consume != nil {
-			b.consume.Stop()
+		b.mu.Lock() // the feed checks ctx under mu before it sets feed
+		if b.feed != nil {
+			b.feed.Stop()
 		}
 		b.mu.Unlock()
+		b.wg.Wait()
 		b.nc.Close()
 	})
 	return nil

@@ -75,6 +75,9 @@ type pubReq struct {
 // acknowledged by JetStream (on every copy of the stream) before Publish
 // returns.
 func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.Published, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	st, err := b.opened()
 	if err != nil {
 		return nil, err
@@ -175,6 +178,9 @@ func (b *Broker) publishAcross(ctx context.Context, st *streamState, subjects []
 			return ctx.Err()
 		}
 		topics[s] = t
+	}
+	if err := ctx.Err(); err != nil { // nothing sent yet
+		return err
 	}
 	b.storeRound(st, topics, []*pubReq{req})
 	return req.err

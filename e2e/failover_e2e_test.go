@@ -1,0 +1,379 @@
+package e2e
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
+)
+
+// A NATS node dies under load, as a machine does, and comes back; then
+// another. Three nats-server processes in a cluster hold the stream at
+// three replicas; two service replicas list all three nodes. Subscribers
+// (browsers' EventSource, as in the rolling restart) follow four topics on
+// both replicas; publishers send steadily to both, each event with an
+// Idempotency-Key, retrying 503, 504 and cut requests for up to 10 s, as
+// the issue's measurement did. The stream's leader is killed with SIGKILL
+// and restarted, then a node that is not the leader.
+//
+// It checks that nothing answered 201 is lost, duplicated or reordered and
+// that no sse-gap is sent; that no publish answered 503 was stored (each
+// attempt's number travels in the event's data: the stored copy is the one
+// JetStream kept, so a 503 on that attempt was a lie); that publishing
+// never fails for more than 8 s in a row and at most 1 % of events are
+// refused after their retries; that /readyz went 503 during the election
+// and is 200 at the end; that the 5xx answers were logged with their cause.
+//
+// One run by default; the issue's measurement is five in a row, with more
+// load:
+//
+//	SSE_E2E_FAILOVER_RUNS=5 SSE_E2E_FAILOVER_STREAMS=200 SSE_E2E_FAILOVER_RATE=200 \
+//	  go test -run TestNATSNodeLossLosesNothing -v -timeout 30m ./e2e
+func TestNATSNodeLossLosesNothing(t *testing.T) {
+	runs := envInt(t, "SSE_E2E_FAILOVER_RUNS", 1)
+	streams := envInt(t, "SSE_E2E_FAILOVER_STREAMS", 100)
+	rate := envInt(t, "SSE_E2E_FAILOVER_RATE", 100)
+	for run := range runs {
+		t.Run(fmt.Sprint("run-", run+1), func(t *testing.T) { failover(t, streams, rate) })
+	}
+}
+
+const failoverTopics = 4
+
+func failover(t *testing.T, streams, rate int) {
+	cluster := startNATSCluster(t, 3)
+	env := map[string]string{
+		"SSE_BROKER":          "nats",
+		"SSE_NATS_URL":        cluster.urls(),
+		"SSE_NATS_REPLICAS":   "3",
+		"SSE_CLOCK_INTERVAL":  "0",
+		"SSE_MAX_CONNECTIONS": "0",
+		"SSE_LOG_LEVEL":       "info",
+	}
+	replicas := []*service{startService(t, "replica-a", env), startService(t, "replica-b", env)}
+
+	subs := make([]*subscriber, streams)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1}}
+	for i := range subs {
+		subs[i] = &subscriber{}
+		url := fmt.Sprintf("%s/v1/events?topic=f%d", replicas[i%2].public, i%failoverTopics)
+		subs[i].es = ssetest.Open(url, "", ssetest.Options{Client: client, OnEvent: subs[i].add})
+		t.Cleanup(subs[i].es.Close)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		open := 0
+		for _, s := range subs {
+			if s.es.Opens() > 0 {
+				open++
+			}
+		}
+		if open == streams {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d subscribers connected after 60s", open, streams)
+		}
+	}
+	ready := watchReadiness(replicas)
+
+	pub := startRetryingPublishers(t, replicas, rate)
+	time.Sleep(3 * time.Second)
+
+	leader, _ := cluster.leader("SSE")
+	t.Logf("killing the stream leader %s", leader.name)
+	leader.kill()
+	time.Sleep(10 * time.Second)
+	leader.start()
+	time.Sleep(10 * time.Second)
+	newLeader, others := cluster.leader("SSE")
+	t.Logf("killing %s, not the leader (%s)", others[0].name, newLeader.name)
+	others[0].kill()
+	time.Sleep(10 * time.Second)
+	others[0].start()
+	time.Sleep(5 * time.Second)
+	res := pub.stop()
+	readiness := ready.stop()
+
+	// Availability.
+	t.Logf("%d events: %d stored (%d on the first try), %d refused after 10s of retries; %d attempts answered 503, %d answered 504, %d cut; longest run of failed attempts %s",
+		res.events, res.stored, res.firstTry, res.refused, res.status[503], res.status[504], res.cut, res.longestOutage.Round(10*time.Millisecond))
+	if res.longestOutage > 8*time.Second {
+		t.Errorf("publishing failed for %s in a row, want at most 8s", res.longestOutage.Round(10*time.Millisecond))
+	}
+	if float64(res.refused) > 0.01*float64(res.events) {
+		t.Errorf("%d of %d events refused after 10s of retries, want at most 1%%", res.refused, res.events)
+	}
+
+	// Every stored event reaches every subscriber of its topic, once, in
+	// stream order, with no gap; the stored copy never is one answered 503.
+	want := make([][]string, failoverTopics)
+	for _, e := range res.ids {
+		want[e.topic] = append(want[e.topic], e.id)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		behind := 0
+		for i, s := range subs {
+			if s.count() < len(want[i%failoverTopics]) {
+				behind++
+			}
+		}
+		if behind == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	lost, dup, disorder, gaps, failed, lies := 0, 0, 0, 0, 0, 0
+	for i, s := range subs {
+		got, g := s.received()
+		if i < failoverTopics { // one subscriber per topic: which attempt's copy was stored
+			for _, e := range got {
+				_, data, _ := strings.Cut(e, "=")
+				key, n, _ := strings.Cut(data, "#")
+				attempt, _ := strconv.Atoi(n)
+				if code := res.attempts[key][attempt]; code == http.StatusServiceUnavailable {
+					lies++
+					t.Errorf("%s was answered 503 on attempt %d, and that attempt's copy was stored", key, attempt)
+				}
+			}
+		}
+		gaps += g
+		if err := s.es.Err(); err != nil {
+			failed++
+			t.Errorf("subscriber %d stopped for good: %v", i, err)
+		}
+		ids := make([]string, len(got))
+		for j, e := range got {
+			ids[j], _, _ = strings.Cut(e, "=")
+		}
+		w := want[i%failoverTopics]
+		if slices.Equal(ids, w) {
+			continue
+		}
+		seen := map[string]int{}
+		for _, id := range ids {
+			seen[id]++
+		}
+		l, d := 0, 0
+		for _, id := range w {
+			switch n := seen[id]; {
+			case n == 0:
+				l++
+			case n > 1:
+				d += n - 1
+			}
+		}
+		lost, dup = lost+l, dup+d
+		if l == 0 && d == 0 {
+			disorder++
+		}
+	}
+	t.Logf("%d subscribers: %d deliveries lost, %d duplicated, %d subscribers out of order, %d sse-gap, %d gave up; %d events answered 503 but stored", streams, lost, dup, disorder, gaps, failed, lies)
+	if lost+dup+disorder+gaps+failed > 0 {
+		t.Error("a node loss must lose, repeat and reorder nothing")
+	}
+
+	// Readiness and logs told the truth.
+	for _, r := range replicas {
+		t.Logf("%s: /readyz 503 for %s in all (%d samples of %d)", r.name, readiness[r.name].notReady, readiness[r.name].down, readiness[r.name].samples)
+		if code := status(t, r.admin+"/readyz"); code != http.StatusOK {
+			t.Errorf("%s: /readyz %d at the end, want 200", r.name, code)
+		}
+	}
+	if res.status[503]+res.status[504] > 0 {
+		logged := 0
+		for _, r := range replicas {
+			logged += strings.Count(r.logText(), `"msg":"request failed"`)
+		}
+		if logged == 0 {
+			t.Errorf("%d publishes answered 503/504, none logged", res.status[503]+res.status[504])
+		}
+	}
+}
+
+// readinessWatch samples the replicas' /readyz every 100 ms.
+type readinessWatch struct {
+	done chan struct{}
+	out  chan map[string]readiness
+}
+
+type readiness struct {
+	samples, down int
+	notReady      time.Duration
+}
+
+func watchReadiness(replicas []*service) *readinessWatch {
+	w := &readinessWatch{done: make(chan struct{}), out: make(chan map[string]readiness, 1)}
+	go func() {
+		res := map[string]readiness{}
+		client := &http.Client{Timeout: time.Second}
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-w.done:
+				w.out <- res
+				return
+			case <-tick.C:
+			}
+			for _, r := range replicas {
+				s := res[r.name]
+				s.samples++
+				if resp, err := client.Get(r.admin + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+					s.down++
+					s.notReady += 100 * time.Millisecond
+					if err == nil {
+						resp.Body.Close()
+					}
+				} else {
+					resp.Body.Close()
+				}
+				res[r.name] = s
+			}
+		}
+	}()
+	return w
+}
+
+func (w *readinessWatch) stop() map[string]readiness {
+	close(w.done)
+	return <-w.out
+}
+
+// retryingPublishers publish rate events/s over the topics from lanes that
+// alternate the replicas; each event is retried with its key until stored
+// or 10 s have passed.
+type retryingPublishers struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	res      publishResult
+	attempts map[string]map[int]int // key -> attempt -> status (0: cut)
+	lastOK   time.Time
+	failFrom time.Time // first failed attempt since the last success
+}
+
+type publishResult struct {
+	events, stored, firstTry, refused, cut int
+	status                                 map[int]int
+	longestOutage                          time.Duration
+	ids                                    []storedEvent
+	attempts                               map[string]map[int]int // key -> attempt -> status (0: cut)
+}
+
+type storedEvent struct {
+	key, id, data string
+	topic         int
+	seq           uint64
+}
+
+func startRetryingPublishers(t *testing.T, replicas []*service, rate int) *retryingPublishers {
+	p := &retryingPublishers{done: make(chan struct{}), attempts: map[string]map[int]int{}}
+	p.res.status = map[int]int{}
+	lanes := max(failoverTopics, rate/10)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: lanes}}
+	for lane := range lanes {
+		p.wg.Go(func() {
+			tick := time.NewTicker(time.Second * time.Duration(lanes) / time.Duration(rate))
+			defer tick.Stop()
+			topic := lane % failoverTopics
+			for i := 0; ; i++ {
+				select {
+				case <-p.done:
+					return
+				case <-tick.C:
+				}
+				key := fmt.Sprintf("l%d-e%d", lane, i)
+				p.publish(t, client, replicas, topic, key)
+			}
+		})
+	}
+	return p
+}
+
+// publish sends one event, attempt after attempt, to the replicas in turn.
+func (p *retryingPublishers) publish(t *testing.T, client *http.Client, replicas []*service, topic int, key string) {
+	deadline := time.Now().Add(10 * time.Second)
+	p.mu.Lock()
+	p.res.events++
+	p.attempts[key] = map[int]int{}
+	p.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		r := replicas[attempt%2]
+		body, _ := json.Marshal(map[string]string{"data": key + "#" + strconv.Itoa(attempt)})
+		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/v1/topics/f%d/events", r.public, topic), bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+publishToken)
+		req.Header.Set("Idempotency-Key", key)
+		code := 0
+		var raw []byte
+		if resp, err := client.Do(req); err == nil {
+			raw, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			code = resp.StatusCode
+		}
+		now := time.Now()
+		p.mu.Lock()
+		p.attempts[key][attempt] = code
+		if code == 0 {
+			p.res.cut++
+		} else {
+			p.res.status[code]++
+		}
+		if code == http.StatusCreated {
+			if !p.failFrom.IsZero() {
+				p.res.longestOutage = max(p.res.longestOutage, now.Sub(p.failFrom))
+				p.failFrom = time.Time{}
+			}
+			var out struct{ ID string }
+			_ = json.Unmarshal(raw, &out)
+			seq, _ := strconv.ParseUint(out.ID[strings.LastIndexByte(out.ID, '-')+1:], 10, 64)
+			p.res.stored++
+			if attempt == 1 {
+				p.res.firstTry++
+			}
+			p.res.ids = append(p.res.ids, storedEvent{key: key, id: out.ID, topic: topic, seq: seq})
+			p.mu.Unlock()
+			return
+		}
+		if p.failFrom.IsZero() {
+			p.failFrom = now
+		}
+		p.mu.Unlock()
+		if code != 0 && code != http.StatusServiceUnavailable && code != http.StatusGatewayTimeout {
+			t.Errorf("publish %s: %d %s", key, code, raw)
+			return
+		}
+		if now.After(deadline) {
+			p.mu.Lock()
+			p.res.refused++
+			p.mu.Unlock()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop ends publishing and returns the outcome: stored events in stream
+// order, and every attempt's answer.
+func (p *retryingPublishers) stop() publishResult {
+	close(p.done)
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.failFrom.IsZero() {
+		p.res.longestOutage = max(p.res.longestOutage, time.Since(p.failFrom))
+	}
+	slices.SortFunc(p.res.ids, func(a, b storedEvent) int { return cmp.Compare(a.seq, b.seq) })
+	p.res.attempts = p.attempts
+	return p.res
+}

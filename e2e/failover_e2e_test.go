@@ -86,7 +86,16 @@ func failover(t *testing.T, streams, rate int) {
 	}
 	ready := watchReadiness(replicas)
 
+	// Control, with no fault: a burst of 1,000 concurrent publishes on the
+	// four topics is stored whole, first try.
+	burst := publishBurst(t, replicas, 1000)
+	t.Logf("burst of 1,000 concurrent publishes: %d stored at once, %v", burst.stored, burst.status)
+	if burst.stored != 1000 {
+		t.Errorf("a burst of 1,000 concurrent publishes with no fault: %d stored, answers %v", burst.stored, burst.status)
+	}
+
 	pub := startRetryingPublishers(t, replicas, rate)
+	pub.add(burst.ids)
 	time.Sleep(3 * time.Second)
 
 	leader, _ := cluster.leader("SSE")
@@ -176,6 +185,14 @@ func failover(t *testing.T, streams, rate int) {
 			disorder++
 		}
 	}
+	for i, r := range replicas {
+		var pause time.Duration
+		for j := i; j < len(subs); j += 2 {
+			pause = max(pause, subs[j].longestPause())
+		}
+		t.Logf("%s: longest pause in delivery to one of its subscribers %s (history per topic: %s at this rate)", r.name, pause.Round(10*time.Millisecond),
+			time.Duration(1000*failoverTopics/rate)*time.Second)
+	}
 	t.Logf("%d subscribers: %d deliveries lost, %d duplicated, %d subscribers out of order, %d sse-gap, %d gave up; %d events answered 503 but stored", streams, lost, dup, disorder, gaps, failed, lies)
 	if lost+dup+disorder+gaps+failed > 0 {
 		t.Error("a node loss must lose, repeat and reorder nothing")
@@ -197,6 +214,104 @@ func failover(t *testing.T, streams, rate int) {
 			t.Errorf("%d publishes answered 503/504, none logged", res.status[503]+res.status[504])
 		}
 	}
+	quorumLost(t, cluster, replicas)
+}
+
+// quorumLost kills two of the three nodes: the stream has no leader and
+// stores nothing, and every replica must say so (/readyz 503, publishes
+// 503, logged) until the nodes are back, then be ready and store again.
+func quorumLost(t *testing.T, cluster *natsCluster, replicas []*service) {
+	t.Helper()
+	cluster.nodes[0].kill()
+	cluster.nodes[1].kill()
+	for _, r := range replicas {
+		waitReadyz(t, r, http.StatusServiceUnavailable, 20*time.Second, "with 2 of 3 NATS nodes down")
+	}
+	code, body := tryPublish(replicas[0], "f0", "without quorum", "quorum-1")
+	if code != http.StatusServiceUnavailable && code != http.StatusGatewayTimeout {
+		t.Errorf("publish without quorum = %d %s, want 503 (or 504)", code, body)
+	}
+	cluster.nodes[0].start()
+	cluster.nodes[1].start()
+	for _, r := range replicas {
+		waitReadyz(t, r, http.StatusOK, 60*time.Second, "after the NATS nodes came back")
+	}
+	if code, body := tryPublish(replicas[1], "f0", "quorum back", "quorum-2"); code != http.StatusCreated {
+		t.Errorf("publish after the quorum came back = %d %s, want 201", code, body)
+	}
+	for _, r := range replicas {
+		if !strings.Contains(r.logText(), `"msg":"nats stream leader does not answer: not ready"`) {
+			t.Errorf("%s did not log why it was not ready", r.name)
+		}
+	}
+}
+
+func waitReadyz(t *testing.T, r *service, want int, timeout time.Duration, when string) {
+	t.Helper()
+	start := time.Now()
+	for {
+		code := status(t, r.admin+"/readyz")
+		if code == want {
+			t.Logf("%s: /readyz %d %s, after %s", r.name, want, when, time.Since(start).Round(10*time.Millisecond))
+			return
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: /readyz %d %s %s, want %d", r.name, code, timeout, when, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// tryPublish publishes once and returns the answer.
+func tryPublish(r *service, topic, data, key string) (int, string) {
+	body, _ := json.Marshal(map[string]string{"data": data})
+	req, _ := http.NewRequest(http.MethodPost, r.public+"/v1/topics/"+topic+"/events", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+publishToken)
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
+// burstResult is what a burst of concurrent publishes got.
+type burstResult struct {
+	stored int
+	status map[int]int
+	ids    []storedEvent
+}
+
+// publishBurst sends n publishes at once, over the topics and replicas.
+func publishBurst(t *testing.T, replicas []*service, n int) burstResult {
+	res := burstResult{status: map[int]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			topic, key := i%failoverTopics, fmt.Sprintf("burst-%d", i)
+			code, body := tryPublish(replicas[i%2], fmt.Sprintf("f%d", topic), key+"#1", key)
+			mu.Lock()
+			defer mu.Unlock()
+			res.status[code]++
+			if code != http.StatusCreated {
+				return
+			}
+			var out struct{ ID string }
+			if err := json.Unmarshal([]byte(body), &out); err != nil {
+				t.Errorf("burst answer %q: %v", body, err)
+				return
+			}
+			seq, _ := strconv.ParseUint(out.ID[strings.LastIndexByte(out.ID, '-')+1:], 10, 64)
+			res.stored++
+			res.ids = append(res.ids, storedEvent{key: key, id: out.ID, topic: topic, seq: seq})
+		})
+	}
+	wg.Wait()
+	return res
 }
 
 // readinessWatch samples the replicas' /readyz every 100 ms.
@@ -360,6 +475,17 @@ func (p *retryingPublishers) publish(t *testing.T, client *http.Client, replicas
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// add counts events stored before publishing started (a burst) among the
+// stored ones, with their one attempt.
+func (p *retryingPublishers) add(evs []storedEvent) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.ids = append(p.res.ids, evs...)
+	for _, e := range evs {
+		p.attempts[e.key] = map[int]int{1: http.StatusCreated}
 	}
 }
 

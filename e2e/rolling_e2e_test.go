@@ -195,10 +195,12 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 
 // subscriber records what one EventSource received.
 type subscriber struct {
-	es   *ssetest.EventSource
-	mu   sync.Mutex
-	evs  []string // id=data of each message event
-	gaps int
+	es    *ssetest.EventSource
+	mu    sync.Mutex
+	evs   []string // id=data of each message event
+	gaps  int
+	last  time.Time     // when the last event arrived
+	pause time.Duration // the longest time between two events
 }
 
 func (s *subscriber) add(ev ssetest.Event) {
@@ -207,9 +209,21 @@ func (s *subscriber) add(ev ssetest.Event) {
 	switch ev.Type {
 	case "message":
 		s.evs = append(s.evs, ev.LastEventID+"="+ev.Data)
+		now := time.Now()
+		if !s.last.IsZero() {
+			s.pause = max(s.pause, now.Sub(s.last))
+		}
+		s.last = now
 	case stream.TypeGap:
 		s.gaps++
 	}
+}
+
+// longestPause is the longest time between two events it received.
+func (s *subscriber) longestPause() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pause
 }
 
 func (s *subscriber) count() int {

@@ -308,7 +308,7 @@ func (b *Broker) storeEach(ctx context.Context, topics map[string]*topic, msgs [
 			h.Del(k)
 		}
 		t.chain(h)
-		ack, err := b.request(ctx, msg)
+		ack, err := b.attempt(ctx, msg)
 		if err != nil {
 			return acks, err
 		}
@@ -346,7 +346,7 @@ func (b *Broker) storeBatch(ctx context.Context, topics map[string]*topic, msgs 
 		}
 		h.Set(headerBatchCommit, "1")
 		var err error
-		if ack, err = b.request(ctx, msg); err != nil {
+		if ack, err = b.attempt(ctx, msg); err != nil {
 			return nil, err
 		}
 	}
@@ -362,6 +362,16 @@ func (b *Broker) storeBatch(ctx context.Context, topics map[string]*topic, msgs 
 		topics[subj].setStored(first + uint64(i))
 	}
 	return acks, nil
+}
+
+// attempt sends msg and waits for its answer at most a third of
+// RequestTimeout (1 s at least): a publish the stream's leader took with it
+// when it died is never answered, and a second try with the same message
+// id, to the new leader, still fits in the request's time.
+func (b *Broker) attempt(ctx context.Context, msg *nats.Msg) (*pubAck, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(b.opts.RequestTimeout/3, time.Second))
+	defer cancel()
+	return b.request(ctx, msg)
 }
 
 // refresh asks the stream's leader for each topic's newest sequence.

@@ -287,6 +287,12 @@ func (b *Broker) store(ctx context.Context, st *streamState, topics map[string]*
 			return acks, fail(err)
 		}
 		unknown = unknown || errors.Is(err, errNoAnswer)
+		// Not connected: answer 503 at once, unless a request already
+		// went out; then wait for the reconnect (about half a second) to
+		// settle it, rather than answer 504.
+		if unknown && !b.nc.IsConnected() {
+			b.awaitConnected(ctx)
+		}
 		if ctx.Err() == nil && b.nc.IsConnected() {
 			// A leader election, a batch limit, a lost answer: try again
 			// shortly, with the same message ids.
@@ -362,6 +368,12 @@ func (b *Broker) storeBatch(ctx context.Context, topics map[string]*topic, msgs 
 		topics[subj].setStored(first + uint64(i))
 	}
 	return acks, nil
+}
+
+// awaitConnected waits until the connection is up again or ctx ends.
+func (b *Broker) awaitConnected(ctx context.Context) {
+	for !b.nc.IsConnected() && sleep(ctx, 25*time.Millisecond) {
+	}
 }
 
 // attempt sends msg and waits for its answer at most a third of

@@ -205,6 +205,19 @@ func failover(t *testing.T, streams, rate int) {
 			t.Errorf("%s: /readyz %d at the end, want 200", r.name, code)
 		}
 	}
+	// The broker metrics show the failures the publishers saw, and the
+	// recovery.
+	var unavailable, timeout float64
+	for _, r := range replicas {
+		unavailable += r.metric(`sse_broker_publish_failures_total{reason="unavailable"}`)
+		timeout += r.metric(`sse_broker_publish_failures_total{reason="timeout"}`)
+		if up := r.metric("sse_broker_connected"); up != 1 {
+			t.Errorf("%s: sse_broker_connected %v at the end, want 1", r.name, up)
+		}
+	}
+	if int(unavailable) != res.status[503] || int(timeout) != res.status[504] {
+		t.Errorf("broker failures counted: %v unavailable, %v timeout; the publishers got %d 503s and %d 504s", unavailable, timeout, res.status[503], res.status[504])
+	}
 	if res.status[503]+res.status[504] > 0 {
 		logged := 0
 		for _, r := range replicas {

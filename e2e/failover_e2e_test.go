@@ -13,8 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 // A NATS node dies under load, as a machine does, and comes back; then
@@ -62,28 +60,9 @@ func failover(t *testing.T, streams, rate int) {
 	}
 	replicas := []*service{startService(t, "replica-a", env), startService(t, "replica-b", env)}
 
-	subs := make([]*subscriber, streams)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1}}
-	for i := range subs {
-		subs[i] = &subscriber{}
-		url := fmt.Sprintf("%s/v1/events?topic=f%d", replicas[i%2].public, i%failoverTopics)
-		subs[i].es = ssetest.Open(url, "", ssetest.Options{Client: client, OnEvent: subs[i].add})
-		t.Cleanup(subs[i].es.Close)
-	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		open := 0
-		for _, s := range subs {
-			if s.es.Opens() > 0 {
-				open++
-			}
-		}
-		if open == streams {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d subscribers connected after 60s", open, streams)
-		}
-	}
+	subs := openSubscribers(t, streams, func(i int) string {
+		return fmt.Sprintf("%s/v1/events?topic=f%d", replicas[i%2].public, i%failoverTopics)
+	})
 	ready := watchReadiness(replicas)
 
 	// Control, with no fault: a burst of 1,000 concurrent publishes on the
@@ -129,60 +108,18 @@ func failover(t *testing.T, streams, rate int) {
 	for _, e := range res.ids {
 		want[e.topic] = append(want[e.topic], e.id)
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		behind := 0
-		for i, s := range subs {
-			if s.count() < len(want[i%failoverTopics]) {
-				behind++
+	d := checkDeliveries(t, subs, func(i int) []string { return want[i%failoverTopics] })
+	lies := 0
+	for i, s := range subs[:failoverTopics] { // one per topic: which attempt's copy was stored
+		got, _ := s.received()
+		for _, e := range got {
+			_, data, _ := strings.Cut(e, "=")
+			key, n, _ := strings.Cut(data, "#")
+			attempt, _ := strconv.Atoi(n)
+			if code := res.attempts[key][attempt]; code == http.StatusServiceUnavailable {
+				lies++
+				t.Errorf("subscriber %d: %s was answered 503 on attempt %d, and that attempt's copy was stored", i, key, attempt)
 			}
-		}
-		if behind == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	lost, dup, disorder, gaps, failed, lies := 0, 0, 0, 0, 0, 0
-	for i, s := range subs {
-		got, g := s.received()
-		if i < failoverTopics { // one subscriber per topic: which attempt's copy was stored
-			for _, e := range got {
-				_, data, _ := strings.Cut(e, "=")
-				key, n, _ := strings.Cut(data, "#")
-				attempt, _ := strconv.Atoi(n)
-				if code := res.attempts[key][attempt]; code == http.StatusServiceUnavailable {
-					lies++
-					t.Errorf("%s was answered 503 on attempt %d, and that attempt's copy was stored", key, attempt)
-				}
-			}
-		}
-		gaps += g
-		if err := s.es.Err(); err != nil {
-			failed++
-			t.Errorf("subscriber %d stopped for good: %v", i, err)
-		}
-		ids := make([]string, len(got))
-		for j, e := range got {
-			ids[j], _, _ = strings.Cut(e, "=")
-		}
-		w := want[i%failoverTopics]
-		if slices.Equal(ids, w) {
-			continue
-		}
-		seen := map[string]int{}
-		for _, id := range ids {
-			seen[id]++
-		}
-		l, d := 0, 0
-		for _, id := range w {
-			switch n := seen[id]; {
-			case n == 0:
-				l++
-			case n > 1:
-				d += n - 1
-			}
-		}
-		lost, dup = lost+l, dup+d
-		if l == 0 && d == 0 {
-			disorder++
 		}
 	}
 	for i, r := range replicas {
@@ -193,8 +130,9 @@ func failover(t *testing.T, streams, rate int) {
 		t.Logf("%s: longest pause in delivery to one of its subscribers %s (history per topic: %s at this rate)", r.name, pause.Round(10*time.Millisecond),
 			time.Duration(1000*failoverTopics/rate)*time.Second)
 	}
-	t.Logf("%d subscribers: %d deliveries lost, %d duplicated, %d subscribers out of order, %d sse-gap, %d gave up; %d events answered 503 but stored", streams, lost, dup, disorder, gaps, failed, lies)
-	if lost+dup+disorder+gaps+failed > 0 {
+	t.Logf("%d subscribers: %d deliveries lost, %d duplicated, %d subscribers out of order, %d sse-gap, %d gave up; %d events answered 503 but stored",
+		streams, d.lost, d.dup, d.disorder, d.gaps, d.failed, lies)
+	if !d.ok() {
 		t.Error("a node loss must lose, repeat and reorder nothing")
 	}
 

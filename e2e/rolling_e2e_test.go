@@ -16,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sse-service/sse-service/internal/stream"
 	"github.com/sse-service/sse-service/internal/testutil/natstest"
-	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 // A rolling update as Kubernetes runs it, with nothing lost: two replicas
@@ -62,27 +60,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	pubFront.waitReady(t, 2)
 
 	// The subscribers, as browsers.
-	subs := make([]*subscriber, streams)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1}}
-	for i := range subs {
-		subs[i] = &subscriber{}
-		subs[i].es = ssetest.Open(front.url()+"/v1/events?topic=roll", "", ssetest.Options{Client: client, OnEvent: subs[i].add})
-		t.Cleanup(subs[i].es.Close)
-	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		open := 0
-		for _, s := range subs {
-			if s.es.Opens() > 0 {
-				open++
-			}
-		}
-		if open == streams {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d subscribers connected after 60s", open, streams)
-		}
-	}
+	subs := openSubscribers(t, streams, func(int) string { return front.url() + "/v1/events?topic=roll" })
 
 	pub := startPublisher(t, pubFront.url(), "roll", rate)
 	time.Sleep(time.Second)
@@ -113,58 +91,12 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	// Every subscriber gets every event, once, in order, with no gap.
 	want := make([]string, len(published))
 	for i, p := range published {
-		want[i] = p.id + "=" + p.data
+		want[i] = p.id
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		behind := 0
-		for _, s := range subs {
-			if s.count() < len(want) {
-				behind++
-			}
-		}
-		if behind == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Logf("%d of %d subscribers still missing events 60s after the last publish", behind, streams)
-			break
-		}
-	}
-	lost, dup, disorder, gaps, failed, shown := 0, 0, 0, 0, 0, 0
-	for i, s := range subs {
-		got, g := s.received()
-		gaps += g
-		if err := s.es.Err(); err != nil {
-			failed++
-			t.Errorf("subscriber %d stopped for good: %v", i, err)
-		}
-		if slices.Equal(got, want) {
-			continue
-		}
-		seen := map[string]int{}
-		for _, e := range got {
-			seen[e]++
-		}
-		l, d := 0, 0
-		for _, w := range want {
-			switch n := seen[w]; {
-			case n == 0:
-				l++
-			case n > 1:
-				d += n - 1
-			}
-		}
-		lost, dup = lost+l, dup+d
-		if l == 0 && d == 0 {
-			disorder++
-		}
-		if shown++; shown <= 3 {
-			t.Logf("subscriber %d: %d events, want %d: %d lost, %d repeated, first difference at %d", i, len(got), len(want), l, d, firstDiff(got, want))
-		}
-	}
+	d := checkDeliveries(t, subs, func(int) []string { return want })
 	t.Logf("%d subscribers x %d events: %d lost, %d duplicated, %d subscribers out of order, %d sse-gap, %d gave up",
-		streams, len(want), lost, dup, disorder, gaps, failed)
-	if lost+dup+disorder+gaps+failed > 0 {
+		streams, len(want), d.lost, d.dup, d.disorder, d.gaps, d.failed)
+	if !d.ok() {
 		t.Fatal("a rolling update must lose, repeat and reorder nothing")
 	}
 
@@ -191,51 +123,6 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 			t.Errorf("drain %d: busiest second %d connections, over twice the mean %.0f", i+1, busiest, mean)
 		}
 	}
-}
-
-// subscriber records what one EventSource received.
-type subscriber struct {
-	es    *ssetest.EventSource
-	mu    sync.Mutex
-	evs   []string // id=data of each message event
-	gaps  int
-	last  time.Time     // when the last event arrived
-	pause time.Duration // the longest time between two events
-}
-
-func (s *subscriber) add(ev ssetest.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch ev.Type {
-	case "message":
-		s.evs = append(s.evs, ev.LastEventID+"="+ev.Data)
-		now := time.Now()
-		if !s.last.IsZero() {
-			s.pause = max(s.pause, now.Sub(s.last))
-		}
-		s.last = now
-	case stream.TypeGap:
-		s.gaps++
-	}
-}
-
-// longestPause is the longest time between two events it received.
-func (s *subscriber) longestPause() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pause
-}
-
-func (s *subscriber) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.evs)
-}
-
-func (s *subscriber) received() ([]string, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.evs), s.gaps
 }
 
 // publisher publishes rate events per second from a few lanes, each
@@ -334,15 +221,6 @@ func (p *publisher) stop() []publishedEvent {
 	p.took = time.Since(p.start)
 	slices.SortFunc(p.sent, func(a, b publishedEvent) int { return cmp.Compare(a.seq, b.seq) })
 	return p.sent
-}
-
-func firstDiff(a, b []string) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 func envInt(t *testing.T, name string, def int) int {

@@ -29,8 +29,10 @@ import (
 // attempt's number travels in the event's data: the stored copy is the one
 // JetStream kept, so a 503 on that attempt was a lie); that publishing
 // never fails for more than 8 s in a row and at most 1 % of events are
-// refused after their retries; that /readyz went 503 during the election
-// and is 200 at the end; that the 5xx answers were logged with their cause.
+// refused after their retries; that the 5xx answers were logged with their
+// cause and counted by the broker metrics; and, with two of three nodes
+// killed at the end (no quorum), that /readyz says 503 and publishes are
+// refused until the nodes are back.
 //
 // One run by default; the measurement is five in a row, with more
 // load:

@@ -137,16 +137,27 @@ func (n *natsNode) kill() {
 	<-n.done
 }
 
-// waitJetStream waits until a client can create a replicated stream, the
-// cluster's meta leader elected.
-func (c *natsCluster) waitJetStream() {
+// client connects a JetStream client to the cluster, closed when the test
+// ends.
+func (c *natsCluster) client() jetstream.JetStream {
 	c.t.Helper()
 	nc, err := nats.Connect(c.urls())
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	c.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return js
+}
+
+// waitJetStream waits until a client can create a replicated stream, the
+// cluster's meta leader elected.
+func (c *natsCluster) waitJetStream() {
+	c.t.Helper()
+	js := c.client()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := js.AccountInfo(ctx)
@@ -163,12 +174,7 @@ func (c *natsCluster) waitJetStream() {
 // leader returns the node leading stream, and the others.
 func (c *natsCluster) leader(stream string) (*natsNode, []*natsNode) {
 	c.t.Helper()
-	nc, err := nats.Connect(c.urls())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := c.client()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		s, err := js.Stream(ctx, stream)

@@ -12,9 +12,10 @@
 // The work is split by job: publish.go stores events (one publish in
 // flight per topic per replica, concurrent requests gathered into atomic
 // batches), feed.go delivers every stored event to the hub through one
-// ordered consumer per replica, replay.go reads history for a resume with
-// direct gets (no consumer per resume), jsapi.go speaks the few JetStream
-// API requests nats.go has no call for.
+// consumer per replica that it re-creates at once when its node dies,
+// replay.go reads history for a resume with direct gets (no consumer per
+// resume), jsapi.go speaks the few JetStream API requests nats.go has no
+// call for.
 package nats
 
 import (

@@ -542,3 +542,4 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+

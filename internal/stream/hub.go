@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -605,7 +606,9 @@ func (h *Hub) writeFailed(ctx context.Context, s *subscriber, err error) CloseRe
 		return DroppedSlow
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return DroppedWriteErr
-	case ctx.Err() != nil:
+	case ctx.Err() != nil, errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		// The client closed or reset the connection (a write can find
+		// out before the request's context does): leaving, not failing.
 		return ClosedByClient
 	}
 	h.log.Debug("stream write failed", "err", err)

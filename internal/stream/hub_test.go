@@ -3,10 +3,14 @@ package stream_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -501,5 +505,31 @@ func TestDrainCancelsAReplayInProgress(t *testing.T) {
 	}
 	if s := conn.String(); !strings.Contains(s, "retry: ") {
 		t.Fatalf("stream after the drain = %q, want its reconnect delay", s)
+	}
+}
+
+// resetConn fails every write as a socket the client reset does.
+type resetConn struct{ err error }
+
+func (c resetConn) Write([]byte) (int, error)      { return 0, c.err }
+func (resetConn) Flush() error                     { return nil }
+func (resetConn) SetWriteDeadline(time.Time) error { return nil }
+
+// A write that finds the client gone (reset, or closed: a broken pipe)
+// before the request's context does ends the stream as closed by the
+// client, not as a drop: normal churn must not look like failures.
+func TestAClientThatLeftIsNotADrop(t *testing.T) {
+	for _, err := range []error{syscall.ECONNRESET, syscall.EPIPE} {
+		hub, _ := newHub(t, memory.Options{}, stream.Options{})
+		wrapped := &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
+		res := hub.Stream(context.Background(), resetConn{err: wrapped}, stream.Subscription{Topics: []string{"t"}})
+		if res.Reason != stream.ClosedByClient {
+			t.Errorf("write failing with %v: stream ended %s, want %s", err, res.Reason, stream.ClosedByClient)
+		}
+	}
+	hub, _ := newHub(t, memory.Options{}, stream.Options{})
+	res := hub.Stream(context.Background(), resetConn{err: errors.New("no route to host")}, stream.Subscription{Topics: []string{"t"}})
+	if res.Reason != stream.DroppedWriteErr {
+		t.Errorf("any other write error: stream ended %s, want %s", res.Reason, stream.DroppedWriteErr)
 	}
 }

@@ -28,7 +28,11 @@ func TestDemoPageInBrowser(t *testing.T) {
 	b.fill("#pub-token", publishToken)
 	b.fill("#pub-data", "hello from the page's form")
 	b.click("#publish-btn")
-	b.waitFor(`document.querySelector('#events li[data-id]')`, "the published event in the log")
+	// The event can reach the stream before the publish's answer reaches
+	// the page: wait for both.
+	b.waitFor(`document.querySelector('#events li[data-id]') &&
+	           document.querySelector('#pub-result').textContent.includes(document.querySelector('#events li[data-id]').dataset.id)`,
+		"the published event in the log and its id in the publish result")
 	var got struct{ ID, Data, Result string }
 	b.eval(`({ id: document.querySelector('#events li[data-id]').dataset.id,
 	           data: document.querySelector('#events li[data-id] .data').textContent,

@@ -267,7 +267,8 @@ func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (*aut
 		JWKSRefresh:  cfg.JWTJWKSRefresh,
 		Issuer:       cfg.JWTIssuer,
 		Audience:     cfg.JWTAudience,
-		Leeway:       cfg.JWTLeeway,
+		Leeway:        cfg.JWTLeeway,
+		AllowNoExpiry: cfg.JWTAllowNoExp,
 		Logger:       log,
 	})
 	if err != nil {

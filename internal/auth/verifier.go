@@ -20,6 +20,7 @@ package auth
 import (
 	"context"
 	"crypto"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,8 +57,12 @@ var (
 	// ErrAudience: Config.Audience is set and aud is missing or lacks it.
 	ErrAudience = errors.New("wrong token audience")
 	// ErrClaims: a claim has the wrong shape, e.g. an `sse` claim that is not
-	// an object of string lists, or holds a bad pattern.
+	// an object of string lists, or holds a bad pattern, or a time (exp,
+	// nbf, iat) that is not a JSON number.
 	ErrClaims = errors.New("invalid token claims")
+	// ErrNoExpiry: the token has no exp, and Config.AllowNoExpiry is off: a
+	// token that never expires would keep its streams open forever.
+	ErrNoExpiry = errors.New("token has no expiry")
 )
 
 // MaxTokenLen is the longest token Verify parses, in bytes; longer ones are
@@ -126,6 +131,10 @@ type Config struct {
 	// Leeway is the clock skew allowed when checking exp and nbf; zero
 	// allows none.
 	Leeway time.Duration
+	// AllowNoExpiry accepts tokens without exp (they never expire, and
+	// neither do the streams opened with them). Off: they are refused
+	// with ErrNoExpiry.
+	AllowNoExpiry bool
 	// HTTPClient fetches the JWKS; nil means a client of this package with
 	// a 10 s timeout, whose idle connections Close closes.
 	HTTPClient *http.Client
@@ -143,7 +152,9 @@ type Verifier struct {
 	pubAlg string   // the alg pubKey verifies
 	jwks   keyfunc.Keyfunc
 	issuer string
-	aud    string
+	// allowNoExp accepts tokens without exp (Config.AllowNoExpiry).
+	allowNoExp bool
+	aud        string
 
 	ctx       context.Context // ends the JWKS refresh goroutine; cancelled by Close
 	cancel    context.CancelFunc
@@ -156,7 +167,7 @@ type Verifier struct {
 // without its keys would refuse every token. It then refreshes the set in the
 // background until Close. Every configuration problem is reported at once.
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
-	v := &Verifier{issuer: cfg.Issuer, aud: cfg.Audience}
+	v := &Verifier{issuer: cfg.Issuer, aud: cfg.Audience, allowNoExp: cfg.AllowNoExpiry}
 	var errs []error
 	if len(cfg.Secret) == 0 && len(cfg.PublicKeyPEM) == 0 && cfg.JWKSURL == "" {
 		errs = append(errs, errors.New("no key source: set a secret, a public key or a JWKS URL"))
@@ -301,7 +312,38 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if err != nil {
 		return nil, v.classify(t, &tc, err)
 	}
+	if err := numericTimes(token); err != nil {
+		return nil, err
+	}
+	if tc.ExpiresAt == nil && !v.allowNoExp {
+		return nil, fail(ErrNoExpiry, "no exp (SSE_JWT_ALLOW_NO_EXP is off)")
+	}
 	return newClaims(&tc)
+}
+
+// numericTimes checks that the token's exp, nbf and iat, when present, are
+// JSON numbers, as RFC 7519 says: the jwt package also takes "1700000000"
+// as a string. The token is already verified, so its payload decodes.
+func numericTimes(token string) error {
+	parts := strings.Split(token, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fail(ErrMalformed, "payload: %v", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &raw); err != nil {
+		return fail(ErrMalformed, "payload: %v", err)
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		v, ok := raw[name]
+		if !ok || string(v) == "null" {
+			continue
+		}
+		if c := v[0]; c != '-' && (c < '0' || c > '9') {
+			return fail(ErrClaims, "%s: want a number of seconds, got %.20s", name, v)
+		}
+	}
+	return nil
 }
 
 // classify turns an error of jwt into one wrapping our sentinels.

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +162,7 @@ func TestVerify(t *testing.T) {
 	rsaOnly := newVerifier(t, Config{PublicKeyPEM: rsaPEM})
 	ecOnly := newVerifier(t, Config{PublicKeyPEM: ecPEM})
 	hsOnly := newVerifier(t, Config{Secret: testSecret})
+	noExpOK := newVerifier(t, Config{Secret: testSecret, AllowNoExpiry: true})
 
 	now := time.Now()
 	long := claims(map[string]any{"pad": strings.Repeat("x", MaxTokenLen)})
@@ -177,7 +179,10 @@ func TestVerify(t *testing.T) {
 		{"aud as an array", hsRSA, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"aud": []string{"other", testAudience}}), ""), nil},
 		{"iss and aud not checked when not configured", hsOnly, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"iss": nil, "aud": nil}), ""), nil},
 		{"expired within leeway", hsRSA, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"exp": now.Add(-10 * time.Second).Unix()}), ""), nil},
-		{"no exp", hsRSA, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"exp": nil}), ""), nil},
+		{"no exp", hsRSA, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"exp": nil}), ""), ErrNoExpiry},
+		{"no exp, allowed", noExpOK, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"exp": nil}), ""), nil},
+		{"exp as a string of digits", hsRSA, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"exp": strconv.FormatInt(now.Add(time.Hour).Unix(), 10)}), ""), ErrClaims},
+		{"nbf as a string of digits", hsRSA, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"nbf": strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)}), ""), ErrClaims},
 
 		{"expired", hsRSA, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"exp": now.Add(-time.Minute).Unix()}), ""), ErrExpired},
 		{"expired without leeway", hsOnly, sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"exp": now.Add(-2 * time.Second).Unix()}), ""), ErrExpired},
@@ -293,7 +298,7 @@ func TestVerifyReturnsClaims(t *testing.T) {
 }
 
 func TestTokenWithoutSSEClaimAllowsNothing(t *testing.T) {
-	v := newVerifier(t, Config{Secret: testSecret})
+	v := newVerifier(t, Config{Secret: testSecret, AllowNoExpiry: true})
 	for name, sse := range map[string]any{"absent": nil, "empty object": map[string]any{}, "unknown members": map[string]any{"admin": true}} {
 		c, err := v.Verify(sign(t, jwt.SigningMethodHS256, testSecret, claims(map[string]any{"sse": sse, "exp": nil}), ""))
 		if err != nil {

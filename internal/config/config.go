@@ -62,6 +62,7 @@ type Config struct {
 	JWTIssuer        string        `envconfig:"JWT_ISSUER" desc:"required iss claim (checked when set)"`
 	JWTAudience      string        `envconfig:"JWT_AUDIENCE" desc:"required aud claim (checked when set)"`
 	JWTLeeway        time.Duration `envconfig:"JWT_LEEWAY" default:"0s" desc:"clock skew allowed on exp and nbf (up to 5m); a stream ends at exp plus this"`
+	JWTAllowNoExp    bool          `envconfig:"JWT_ALLOW_NO_EXP" default:"false" desc:"accept tokens without exp (their streams never end); off: refused with 401"`
 	AuthCookie       string        `envconfig:"AUTH_COOKIE" default:"sse_token" desc:"cookie that may carry a subscriber's JWT (looked at after the Authorization header, before ?access_token=)"`
 	CORSOrigins      []string      `envconfig:"CORS_ORIGINS" desc:"origins allowed to subscribe and publish from browsers, comma separated, such as https://app.example.com (with credentials); * allows any origin without credentials; empty: same origin only"`
 

@@ -185,7 +185,7 @@ func unauthorizedError(format string, args ...any) *apiError {
 func invalidTokenError(err error) *apiError {
 	reason := "invalid token"
 	for _, e := range []error{auth.ErrMalformed, auth.ErrExpired, auth.ErrNotYetValid, auth.ErrSignature,
-		auth.ErrAlgorithm, auth.ErrIssuer, auth.ErrAudience, auth.ErrClaims} {
+		auth.ErrAlgorithm, auth.ErrIssuer, auth.ErrAudience, auth.ErrClaims, auth.ErrNoExpiry} {
 		if errors.Is(err, e) {
 			reason = e.Error()
 			break

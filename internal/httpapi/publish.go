@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 	"unicode/utf8"
 
@@ -150,14 +151,15 @@ func readJSON(c echo.Context, limit int, v any) error {
 	if r.ContentLength > int64(limit) {
 		return tooLarge(limit)
 	}
-	// The server has no ReadTimeout (it would end streams), so the body of a
-	// publish gets its own deadline against clients that send it slowly.
-	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	// The body's deadline was set when the request came (bodyDeadline).
 	b, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, int64(limit)))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return tooLarge(limit)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return newError(http.StatusRequestTimeout, "request body not received in time")
 		}
 		return newError(http.StatusBadRequest, "could not read the request body")
 	}
@@ -177,8 +179,36 @@ func readJSON(c echo.Context, limit int, v any) error {
 	return nil
 }
 
-// bodyReadTimeout bounds reading one publish body.
-const bodyReadTimeout = 30 * time.Second
+// bodyDeadline gives the body of every request but a stream a deadline,
+// and makes every answer to a request with a body it has not read close
+// the connection at once: net/http would otherwise read (and wait for) up
+// to 256 KiB of the body before writing the answer, so a body that never
+// comes would get no answer at all, not even a 401. A chunked body closes the
+// connection after the answer too: with a Content-Length beside it (which
+// net/http drops before anyone sees it), it may be a smuggling attempt (RFC
+// 9112, section 6.3).
+func (s *server) bodyDeadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if isStream(r) || (r.ContentLength == 0 && len(r.TransferEncoding) == 0) {
+			return next(c)
+		}
+		rc := http.NewResponseController(c.Response())
+		_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyTimeout))
+		unread := !isPublish(c) // only the publish routes read a body
+		if unread || len(r.TransferEncoding) > 0 {
+			c.Response().Header().Set("Connection", "close")
+		}
+		err := next(c)
+		if err != nil || unread {
+			// Answered without the rest of the body: close the connection
+			// right after the answer, instead of when the body is in.
+			c.Response().Header().Set("Connection", "close")
+			_ = rc.SetReadDeadline(time.Now())
+		}
+		return err
+	}
+}
 
 func tooLarge(limit int) error {
 	return newError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large: at most %d bytes", limit))

@@ -41,10 +41,14 @@ type Metrics interface {
 
 // Options configure the API. Zero limits mean no limit, except where noted.
 type Options struct {
-	PublishTokens   []string // at least one; publishing is never open
-	MaxEventBytes   int      // body limit of a single publish
-	MaxBatchEvents  int
-	MaxBatchBytes   int
+	PublishTokens  []string // at least one; publishing is never open
+	MaxEventBytes  int      // body limit of a single publish
+	MaxBatchEvents int
+	MaxBatchBytes  int
+	// BodyTimeout bounds reading the body of any request but a stream (the
+	// server has no ReadTimeout: it would end streams); a body not in by
+	// then gets 408 and its connection closes. Zero means 10 s.
+	BodyTimeout     time.Duration
 	MaxTopics       int // per stream; must be > 0
 	MaxConnections  int
 	MaxConnsPerIP   int
@@ -163,6 +167,9 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 10 * time.Second
+	}
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = noop.NewTracerProvider()
 	}
@@ -190,6 +197,7 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 			otelhttp.WithFilter(func(r *http.Request) bool { return !isStream(r) }),
 		)),
 		observeRequests(metrics),
+		s.bodyDeadline,
 	)
 	if len(opts.CORSOrigins) > 0 {
 		e.Use(cors(opts.CORSOrigins))

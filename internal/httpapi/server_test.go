@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -403,4 +404,75 @@ func TestStreamLimitsRefuseWithRetryAfterAndFreeOnClose(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rawExchange sends req as written and reads one response; closed reports
+// whether the server then closed the connection.
+func (ts *testServer) rawExchange(t *testing.T, req string) (res response, closed bool) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", ts.addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatalf("write request: %v", err)
+	}
+	br := bufio.NewReader(conn)
+	hr, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer within 5 s: %v", err)
+	}
+	b, _ := io.ReadAll(hr.Body)
+	hr.Body.Close()
+	_, err = br.ReadByte()
+	return response{status: hr.StatusCode, header: hr.Header, body: string(b)}, errors.Is(err, io.EOF)
+}
+
+// A request whose body never comes is answered anyway: at once when the
+// answer does not need the body (a refused token), after the body deadline
+// (408) when it does; either way the connection is closed after. So is one
+// with a chunked body (with a Content-Length too, it may be smuggling).
+func TestBodiesThatNeverComeAreAnswered(t *testing.T) {
+	// A body deadline far beyond rawExchange's 5 s: the answers that do
+	// not need the body must come without waiting for it.
+	patient := startServer(t, Options{BodyTimeout: time.Minute})
+	impatient := startServer(t, Options{BodyTimeout: 300 * time.Millisecond})
+	head := "POST /v1/topics/a/events HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+	tests := []struct {
+		name   string
+		ts     *testServer
+		req    string
+		status int
+	}{
+		{"no token, body never comes", patient, head + "\r\n", http.StatusUnauthorized},
+		{"wrong token, body never comes", patient, head + "Authorization: Bearer wrong-token-0123456789\r\n\r\n", http.StatusUnauthorized},
+		{"GET with a body that never comes", patient, "GET /openapi.yaml HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n", http.StatusOK},
+		{"valid token, body never comes", impatient, head + "Authorization: Bearer " + testToken + "\r\n\r\n", http.StatusRequestTimeout},
+		{"valid token, half a body", impatient, head + "Authorization: Bearer " + testToken + "\r\n\r\n{\"data\":", http.StatusRequestTimeout},
+		{"Content-Length and chunked", patient, "POST /v1/topics/a/events HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nAuthorization: Bearer " + testToken +
+			"\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\nc\r\n{\"data\":\"x\"}\r\n0\r\n\r\n", http.StatusCreated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, closed := tt.ts.rawExchange(t, tt.req)
+			if res.status != tt.status {
+				t.Fatalf("status %d, want %d (body %q)", res.status, tt.status, res.body)
+			}
+			if !closed {
+				t.Fatal("the connection stayed open")
+			}
+		})
+	}
+}
+
+func TestLastEventIDOverASaneLengthIsRefused(t *testing.T) {
+	ts := startServer(t, Options{})
+	r := ts.do(t, http.MethodGet, "/v1/events?topic=a", map[string]string{"Last-Event-ID": strings.Repeat("x", 30000)}, "")
+	if msg := wantJSONError(t, "long Last-Event-ID", r, http.StatusBadRequest); !strings.Contains(msg, "Last-Event-ID") {
+		t.Fatalf("error %q does not name Last-Event-ID", msg)
+	}
+	r = ts.do(t, http.MethodGet, "/v1/events?topic=a&lastEventId="+strings.Repeat("x", 257), nil, "")
+	wantJSONError(t, "long lastEventId", r, http.StatusBadRequest)
 }

@@ -282,6 +282,9 @@ const (
 	forbidden        = "forbidden"
 )
 
+// maxLastEventIDLen bounds a resume id (the service's are about 20 bytes).
+const maxLastEventIDLen = 256
+
 // parseSubscription reads the topics and the resume id of a subscribe
 // request. Repeated topics count once.
 func parseSubscription(r *http.Request, maxTopics int) (stream.Subscription, error) {
@@ -307,6 +310,10 @@ func parseSubscription(r *http.Request, maxTopics int) (stream.Subscription, err
 	sub.LastEventID = r.Header.Get("Last-Event-ID")
 	if sub.LastEventID == "" {
 		sub.LastEventID = q.Get("lastEventId")
+	}
+	if len(sub.LastEventID) > maxLastEventIDLen {
+		// No id of this service is that long; an sse-gap would echo it.
+		return stream.Subscription{}, newError(http.StatusBadRequest, fmt.Sprintf("Last-Event-ID too long: at most %d bytes", maxLastEventIDLen))
 	}
 	return sub, nil
 }

@@ -261,15 +261,15 @@ func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (*aut
 		return nil, fmt.Errorf("SSE_JWT_PUBLIC_KEY_FILE: %w", err)
 	}
 	v, err := auth.NewVerifier(ctx, auth.Config{
-		Secret:       secret,
-		PublicKeyPEM: pem,
-		JWKSURL:      cfg.JWTJWKSURL,
-		JWKSRefresh:  cfg.JWTJWKSRefresh,
-		Issuer:       cfg.JWTIssuer,
-		Audience:     cfg.JWTAudience,
+		Secret:        secret,
+		PublicKeyPEM:  pem,
+		JWKSURL:       cfg.JWTJWKSURL,
+		JWKSRefresh:   cfg.JWTJWKSRefresh,
+		Issuer:        cfg.JWTIssuer,
+		Audience:      cfg.JWTAudience,
 		Leeway:        cfg.JWTLeeway,
 		AllowNoExpiry: cfg.JWTAllowNoExp,
-		Logger:       log,
+		Logger:        log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("SSE_JWT_* settings: %w", err)

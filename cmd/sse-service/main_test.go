@@ -542,4 +542,3 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
-

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"cmp"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -180,7 +177,8 @@ func quorumLost(t *testing.T, cluster *natsCluster, replicas []*service) {
 	for _, r := range replicas {
 		waitReadyz(t, r, http.StatusServiceUnavailable, 20*time.Second, "with 2 of 3 NATS nodes down")
 	}
-	code, body := tryPublish(replicas[0], "f0", "without quorum", "quorum-1")
+	client := &http.Client{Timeout: 15 * time.Second}
+	code, _, body := postEvent(client, replicas[0].public, "f0", "without quorum", "quorum-1")
 	if code != http.StatusServiceUnavailable && code != http.StatusGatewayTimeout {
 		t.Errorf("publish without quorum = %d %s, want 503 (or 504)", code, body)
 	}
@@ -189,7 +187,7 @@ func quorumLost(t *testing.T, cluster *natsCluster, replicas []*service) {
 	for _, r := range replicas {
 		waitReadyz(t, r, http.StatusOK, 60*time.Second, "after the NATS nodes came back")
 	}
-	if code, body := tryPublish(replicas[1], "f0", "quorum back", "quorum-2"); code != http.StatusCreated {
+	if code, _, body := postEvent(client, replicas[1].public, "f0", "quorum back", "quorum-2"); code != http.StatusCreated {
 		t.Errorf("publish after the quorum came back = %d %s, want 201", code, body)
 	}
 	for _, r := range replicas {
@@ -215,22 +213,6 @@ func waitReadyz(t *testing.T, r *service, want int, timeout time.Duration, when 
 	}
 }
 
-// tryPublish publishes once and returns the answer.
-func tryPublish(r *service, topic, data, key string) (int, string) {
-	body, _ := json.Marshal(map[string]string{"data": data})
-	req, _ := http.NewRequest(http.MethodPost, r.public+"/v1/topics/"+topic+"/events", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+publishToken)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
-}
-
 // burstResult is what a burst of concurrent publishes got.
 type burstResult struct {
 	stored int
@@ -241,26 +223,20 @@ type burstResult struct {
 // publishBurst sends n publishes at once, over the topics and replicas.
 func publishBurst(t *testing.T, replicas []*service, n int) burstResult {
 	res := burstResult{status: map[int]int{}}
+	client := &http.Client{Timeout: 15 * time.Second}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			topic, key := i%failoverTopics, fmt.Sprintf("burst-%d", i)
-			code, body := tryPublish(replicas[i%2], fmt.Sprintf("f%d", topic), key+"#1", key)
+			code, id, _ := postEvent(client, replicas[i%2].public, fmt.Sprintf("f%d", topic), key+"#1", key)
 			mu.Lock()
 			defer mu.Unlock()
 			res.status[code]++
-			if code != http.StatusCreated {
-				return
+			if code == http.StatusCreated {
+				res.stored++
+				res.ids = append(res.ids, storedEvent{key: key, id: id, topic: topic, seq: streamSeq(id)})
 			}
-			var out struct{ ID string }
-			if err := json.Unmarshal([]byte(body), &out); err != nil {
-				t.Errorf("burst answer %q: %v", body, err)
-				return
-			}
-			seq, _ := strconv.ParseUint(out.ID[strings.LastIndexByte(out.ID, '-')+1:], 10, 64)
-			res.stored++
-			res.ids = append(res.ids, storedEvent{key: key, id: out.ID, topic: topic, seq: seq})
 		})
 	}
 	wg.Wait()
@@ -377,18 +353,7 @@ func (p *retryingPublishers) publish(t *testing.T, client *http.Client, replicas
 	p.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		r := replicas[attempt%2]
-		body, _ := json.Marshal(map[string]string{"data": key + "#" + strconv.Itoa(attempt)})
-		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/v1/topics/f%d/events", r.public, topic), bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+publishToken)
-		req.Header.Set("Idempotency-Key", key)
-		code := 0
-		var raw []byte
-		if resp, err := client.Do(req); err == nil {
-			raw, _ = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			code = resp.StatusCode
-		}
+		code, id, raw := postEvent(client, r.public, fmt.Sprintf("f%d", topic), key+"#"+strconv.Itoa(attempt), key)
 		now := time.Now()
 		p.mu.Lock()
 		p.attempts[key][attempt] = code
@@ -402,14 +367,11 @@ func (p *retryingPublishers) publish(t *testing.T, client *http.Client, replicas
 				p.res.longestOutage = max(p.res.longestOutage, now.Sub(p.failFrom))
 				p.failFrom = time.Time{}
 			}
-			var out struct{ ID string }
-			_ = json.Unmarshal(raw, &out)
-			seq, _ := strconv.ParseUint(out.ID[strings.LastIndexByte(out.ID, '-')+1:], 10, 64)
 			p.res.stored++
 			if attempt == 1 {
 				p.res.firstTry++
 			}
-			p.res.ids = append(p.res.ids, storedEvent{key: key, id: out.ID, topic: topic, seq: seq})
+			p.res.ids = append(p.res.ids, storedEvent{key: key, id: id, topic: topic, seq: streamSeq(id)})
 			p.mu.Unlock()
 			return
 		}

@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"cmp"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,13 +161,8 @@ func startPublisher(t *testing.T, base, topic string, rate int) *publisher {
 					t.Errorf("publish %s: %v", data, err)
 					return
 				}
-				seq, err := strconv.ParseUint(id[strings.LastIndexByte(id, '-')+1:], 10, 64)
-				if err != nil {
-					t.Errorf("id %q: %v", id, err)
-					return
-				}
 				p.mu.Lock()
-				p.sent = append(p.sent, publishedEvent{id, data, seq})
+				p.sent = append(p.sent, publishedEvent{id, data, streamSeq(id)})
 				p.mu.Unlock()
 			}
 		})
@@ -182,32 +173,19 @@ func startPublisher(t *testing.T, base, topic string, rate int) *publisher {
 // publish sends one event until it is stored: a refused (503), unanswered
 // (504) or cut request is sent again with the same key.
 func (p *publisher) publish(client *http.Client, base, topic, data, key string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"data": data})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req, _ := http.NewRequest(http.MethodPost, base+"/v1/topics/"+topic+"/events", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+publishToken)
-		req.Header.Set("Idempotency-Key", key)
-		resp, err := client.Do(req)
-		if err == nil {
-			raw, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusCreated {
-				var out struct{ ID string }
-				if err := json.Unmarshal(raw, &out); err != nil {
-					return "", err
-				}
-				return out.ID, nil
-			}
-			if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusGatewayTimeout {
-				return "", fmt.Errorf("%d %s", resp.StatusCode, raw)
-			}
-			err = fmt.Errorf("%d %s", resp.StatusCode, raw)
+		code, id, body := postEvent(client, base, topic, data, key)
+		switch code {
+		case http.StatusCreated:
+			return id, nil
+		case 0, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		default:
+			return "", fmt.Errorf("%d %s", code, body)
 		}
 		p.retries.Add(1)
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("not stored after 30s: %w", err)
+			return "", fmt.Errorf("not stored after 30s: %d %s", code, body)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

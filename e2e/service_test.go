@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,24 +161,43 @@ func (s *service) publish(topic, data string) string {
 
 func publishTo(t *testing.T, base, topic, data string) string {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"data": data})
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/topics/"+topic+"/events", bytes.NewReader(body))
+	code, id, body := postEvent(http.DefaultClient, base, topic, data, "")
+	if code != http.StatusCreated || id == "" {
+		t.Fatalf("publish to %s: %d %s", base, code, body)
+	}
+	return id
+}
+
+// postEvent publishes data to topic at base once, with key as its
+// Idempotency-Key (none when empty). code is 0 when no answer came (body
+// then says why); id is the event's id when it was stored.
+func postEvent(client *http.Client, base, topic, data, key string) (code int, id, body string) {
+	js, _ := json.Marshal(map[string]string{"data": data})
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/topics/"+topic+"/events", bytes.NewReader(js))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+publishToken)
-	resp, err := http.DefaultClient.Do(req)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("publish to %s: %v", base, err)
+		return 0, "", err.Error()
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("publish to %s: %d %s", base, resp.StatusCode, raw)
+	if resp.StatusCode == http.StatusCreated {
+		var out struct{ ID string }
+		_ = json.Unmarshal(raw, &out)
+		id = out.ID
 	}
-	var out struct{ ID string }
-	if err := json.Unmarshal(raw, &out); err != nil || out.ID == "" {
-		t.Fatalf("publish answer %q: %v", raw, err)
-	}
-	return out.ID
+	return resp.StatusCode, id, string(raw)
+}
+
+// streamSeq is the stream sequence in an id of the service (<epoch>-<seq>):
+// the order of the stream, 0 when id is not one.
+func streamSeq(id string) uint64 {
+	seq, _ := strconv.ParseUint(id[strings.LastIndexByte(id, '-')+1:], 10, 64)
+	return seq
 }
 
 // status returns the status code of a GET.

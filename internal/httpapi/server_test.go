@@ -170,25 +170,8 @@ func (ts *testServer) do(t *testing.T, method, path string, header map[string]st
 // and reads the response.
 func (ts *testServer) rawGet(t *testing.T, target string) response {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", ts.addr, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n", target); err != nil {
-		t.Fatalf("write request: %v", err)
-	}
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("GET %s: read response: %v", target, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", target, err)
-	}
-	return response{status: res.StatusCode, header: res.Header, body: string(b)}
+	res, _ := ts.rawExchange(t, fmt.Sprintf("GET %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n", target))
+	return res
 }
 
 // wantJSONError checks a JSON error response and returns its message.

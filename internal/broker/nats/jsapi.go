@@ -45,13 +45,11 @@ const (
 
 // JetStream error codes the broker acts on.
 const (
-	errCodeWrongLastSeq          = 10071 // "wrong last sequence: N"
-	errCodeWrongLastSeqConstant  = 10164 // the same, without N (a publish of the subject in flight)
-	errCodeBatchDuplicate        = 10201 // an atomic batch holds a stored message id
-	errCodeBatchTooManyInflight  = 10210
-	errCodeNoMessageFound        = 10037
-	errCodeStreamNotFound        = 10059
-	errCodeJetStreamNotAvailable = 10008
+	errCodeWrongLastSeq         = 10071 // "wrong last sequence: N"
+	errCodeWrongLastSeqConstant = 10164 // the same, without N (a publish of the subject in flight)
+	errCodeBatchDuplicate       = 10201 // an atomic batch holds a stored message id
+	errCodeBatchTooManyInflight = 10210
+	errCodeNoMessageFound       = 10037
 )
 
 // apiError is an error answer of the JetStream API.

@@ -389,17 +389,23 @@ func (b *Broker) attempt(ctx context.Context, msg *nats.Msg) (*pubAck, error) {
 // refresh asks the stream's leader for each topic's newest sequence.
 func (b *Broker) refresh(ctx context.Context, topics map[string]*topic) error {
 	for subj, t := range topics {
-		m, err := b.leaderGet(ctx, subj, 0, true)
+		seq, err := b.leaderLast(ctx, subj)
 		if err != nil {
 			return err
-		}
-		var seq uint64
-		if m != nil {
-			seq = m.seq
 		}
 		t.setStored(seq)
 	}
 	return nil
+}
+
+// leaderLast is the newest sequence the stream holds on subject (0: none),
+// from its leader.
+func (b *Broker) leaderLast(ctx context.Context, subject string) (uint64, error) {
+	m, err := b.leaderGet(ctx, subject, 0, true)
+	if err != nil || m == nil {
+		return 0, err
+	}
+	return m.seq, nil
 }
 
 // learn asks the leader what the chain needs and the topics' state lacks:
@@ -412,15 +418,14 @@ func (b *Broker) learn(ctx context.Context, topics map[string]*topic) error {
 		known, needFloor := t.known, t.known && t.stored == 0 && t.floor == 0
 		t.mu.Unlock()
 		if !known {
-			m, err := b.leaderGet(ctx, subj, 0, true)
+			seq, err := b.leaderLast(ctx, subj)
 			if err != nil {
 				return err
 			}
-			if m != nil {
-				t.setStored(m.seq)
+			t.setStored(seq)
+			if seq > 0 {
 				continue
 			}
-			t.setStored(0)
 			needFloor = true
 		}
 		if !needFloor {

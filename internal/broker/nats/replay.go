@@ -114,7 +114,6 @@ type cursor struct {
 	last    uint64      // the sequence of the topic's last event handed out
 	ended   bool        // nothing follows buf up to the replay's end
 	leader  bool        // a copy lagged: read through the leader from now on
-	checked bool        // the first event was checked against the id
 }
 
 // replayer is one Replay's shared state.

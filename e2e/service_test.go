@@ -41,6 +41,13 @@ type service struct {
 // kept as an artifact.
 func startService(t *testing.T, name string, env map[string]string) *service {
 	t.Helper()
+	return startServiceIn(t, name, env, "")
+}
+
+// startServiceIn is startService with the process started inside the
+// cgroup whose directory is cgroup (none when empty), as in a container.
+func startServiceIn(t *testing.T, name string, env map[string]string, cgroup string) *service {
+	t.Helper()
 	s := &service{t: t, name: name, done: make(chan struct{})}
 	vars := map[string]string{
 		"SSE_ADDR":           "127.0.0.1:0",
@@ -52,6 +59,10 @@ func startService(t *testing.T, name string, env map[string]string) *service {
 		vars[k] = v
 	}
 	s.cmd = exec.Command(binary)
+	if cgroup != "" {
+		// The shell moves itself into the cgroup, then becomes the service.
+		s.cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$1/cgroup.procs" && exec "$0"`, binary, cgroup)
+	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SSE_") && !strings.HasPrefix(kv, "OTEL_") {
 			s.cmd.Env = append(s.cmd.Env, kv)

@@ -34,6 +34,7 @@ import (
 	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
 	"github.com/sse-service/sse-service/internal/config"
 	"github.com/sse-service/sse-service/internal/httpapi"
+	"github.com/sse-service/sse-service/internal/memlimit"
 	"github.com/sse-service/sse-service/internal/metrics"
 	"github.com/sse-service/sse-service/internal/stream"
 	"github.com/sse-service/sse-service/internal/telemetry"
@@ -89,6 +90,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	log := newLogger(stderr, cfg)
 	if unknown := config.Unknown(os.Environ()); len(unknown) > 0 {
 		log.Warn("ignoring environment variables that are not settings (sse-service -h lists them)", "variables", unknown)
+	}
+	if soft, err := memlimit.Apply(); err != nil {
+		log.Warn("cannot read the container's memory limit: the Go runtime has no soft limit (set GOMEMLIMIT)", "err", err)
+	} else if soft > 0 {
+		log.Info("Go memory limit set below the container's", "gomemlimit_bytes", soft, "share", memlimit.Share)
 	}
 	tokens, err := publishTokens(cfg, log)
 	if err != nil {
@@ -304,11 +310,16 @@ func newBroker(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (
 		}
 		return b, nil
 	default:
-		return memory.New(memory.Options{
+		b := memory.New(memory.Options{
 			HistorySize:       cfg.HistorySize,
 			HistoryTTL:        cfg.HistoryTTL,
+			MaxBytes:          cfg.HistoryMaxBytes,
 			IdempotencyWindow: cfg.IdempotencyWindow,
-		}), nil
+			MaxKeys:           cfg.IdempotencyMaxKeys,
+			Log:               log,
+		})
+		metrics.RegisterHistory(reg, func() metrics.HistoryStats { return metrics.HistoryStats(b.Stats()) })
+		return b, nil
 	}
 }
 

@@ -33,9 +33,11 @@ type Config struct {
 	Retry             time.Duration `envconfig:"RETRY" default:"2s" desc:"reconnect delay announced to clients in the first frame (retry:)"`
 	ClockInterval     time.Duration `envconfig:"CLOCK_INTERVAL" default:"1s" desc:"how often the clock topic gets the time; 0 turns it off"`
 
-	HistorySize       int           `envconfig:"HISTORY_SIZE" default:"1000" desc:"events kept per topic for resume"`
-	HistoryTTL        time.Duration `envconfig:"HISTORY_TTL" default:"1h" desc:"how long events are kept for resume"`
-	IdempotencyWindow time.Duration `envconfig:"IDEMPOTENCY_WINDOW" default:"2m" desc:"how long an Idempotency-Key is remembered"`
+	HistorySize        int           `envconfig:"HISTORY_SIZE" default:"1000" desc:"events kept per topic for resume"`
+	HistoryTTL         time.Duration `envconfig:"HISTORY_TTL" default:"1h" desc:"how long events are kept for resume"`
+	IdempotencyWindow  time.Duration `envconfig:"IDEMPOTENCY_WINDOW" default:"2m" desc:"how long an Idempotency-Key is remembered"`
+	HistoryMaxBytes    int64         `envconfig:"HISTORY_MAX_BYTES" default:"67108864" desc:"memory all retained history may take, in bytes (SSE_BROKER=memory): above it the oldest events of any topic are evicted, and a resume from before them gets sse-gap; keep it under a quarter of the memory limit (docs/limits.md)"`
+	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" default:"200000" desc:"Idempotency-Keys remembered at most (SSE_BROKER=memory; ~100 bytes each): above it the oldest is forgotten before its window ends"`
 
 	ClientBuffer    int           `envconfig:"CLIENT_BUFFER" default:"256" desc:"events queued per subscriber before it is dropped as slow"`
 	WriteTimeout    time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"deadline of each write to a subscriber; a client that misses it is dropped"`
@@ -220,6 +222,10 @@ func (c Config) problems() []problem {
 		}
 	}
 	between("HISTORY_SIZE", c.HistorySize, 1, 1_000_000)
+	between("IDEMPOTENCY_MAX_KEYS", c.IdempotencyMaxKeys, 1000, 100_000_000)
+	if c.HistoryMaxBytes < 1<<20 || c.HistoryMaxBytes > 1<<40 {
+		bad("HISTORY_MAX_BYTES", "must be an integer from 1048576 (1 MiB) to 1099511627776 (1 TiB) bytes (got %d)", c.HistoryMaxBytes)
+	}
 	between("CLIENT_BUFFER", c.ClientBuffer, 1, 1_000_000)
 	between("SEND_BUFFER", c.SendBuffer, 0, 64<<20)
 	between("MAX_CONNECTIONS", c.MaxConnections, 0, 10_000_000)

@@ -179,6 +179,40 @@ func (m *Metrics) Request(route, method string, code int, took time.Duration) {
 // HeartbeatSent implements stream.Metrics.
 func (m *Metrics) HeartbeatSent() { m.heartbeats.Inc() }
 
+// HistoryStats is what the in-memory broker holds (memory.Stats).
+type HistoryStats struct {
+	Bytes                int64
+	Events, Topics, Keys int
+	Evicted, KeysEvicted uint64
+}
+
+// RegisterHistory registers gauges and counters read from stats at each
+// scrape: what the in-memory history holds against its bounds
+// (SSE_HISTORY_MAX_BYTES, SSE_IDEMPOTENCY_MAX_KEYS) and what the bounds
+// evicted early. Register them only with the memory backend.
+func RegisterHistory(reg prometheus.Registerer, stats func() HistoryStats) {
+	gauge := func(name, help string, v func(HistoryStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return v(stats()) })
+	}
+	counter := func(name, help string, v func(HistoryStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return v(stats()) })
+	}
+	reg.MustRegister(
+		gauge("sse_history_bytes", "Memory the retained history takes by its own count (bounded by SSE_HISTORY_MAX_BYTES).",
+			func(s HistoryStats) float64 { return float64(s.Bytes) }),
+		gauge("sse_history_events", "Events retained for resume.",
+			func(s HistoryStats) float64 { return float64(s.Events) }),
+		gauge("sse_history_topics", "Topics with retained events.",
+			func(s HistoryStats) float64 { return float64(s.Topics) }),
+		gauge("sse_idempotency_keys", "Idempotency keys remembered (bounded by SSE_IDEMPOTENCY_MAX_KEYS).",
+			func(s HistoryStats) float64 { return float64(s.Keys) }),
+		counter("sse_history_evicted_total", "Events evicted early because the history reached SSE_HISTORY_MAX_BYTES (resumes from before them get sse-gap).",
+			func(s HistoryStats) float64 { return float64(s.Evicted) }),
+		counter("sse_idempotency_keys_evicted_total", "Idempotency keys forgotten before their window because the table reached SSE_IDEMPOTENCY_MAX_KEYS.",
+			func(s HistoryStats) float64 { return float64(s.KeysEvicted) }),
+	)
+}
+
 // Broker holds the sse_broker_* collectors of the distributed backend and
 // implements its Metrics interface (internal/broker/nats). Create it with
 // NewBroker only when that backend is in use: its series would otherwise

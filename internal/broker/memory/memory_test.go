@@ -94,7 +94,9 @@ func TestHistoryGrowthKeepsOrderWhenTheRingHasWrapped(t *testing.T) {
 		h.add(ev(s), 100)
 	}
 	// Drop 1-3 so the oldest event is not at index 0, then wrap around.
-	h.expire(ev(4).Published)
+	for range 3 {
+		h.popOldest()
+	}
 	for s := uint64(9); s <= 20; s++ {
 		h.add(ev(s), 100)
 	}
@@ -120,33 +122,19 @@ func TestHistoryAtTheLimitEvictsTheOldest(t *testing.T) {
 	}
 }
 
-func TestHistoryExpireDropsEventsPublishedBeforeCutoff(t *testing.T) {
-	tests := []struct {
-		name        string
-		cutoff      time.Time
-		want        []uint64
-		wantEvicted uint64
-	}{
-		{"before all", t0, span(1, 5), 0},
-		{"exactly at the oldest keeps it", ev(1).Published, span(1, 5), 0},
-		{"between", ev(3).Published.Add(-time.Millisecond), span(3, 5), 2},
-		{"exactly at one keeps it", ev(3).Published, span(3, 5), 2},
-		{"after all", ev(5).Published.Add(time.Nanosecond), nil, 5},
+func TestHistoryPopOldestRemembersWhatItEvicted(t *testing.T) {
+	h := &history{}
+	for s := uint64(1); s <= 5; s++ {
+		h.add(ev(s), 10)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := &history{}
-			for s := uint64(1); s <= 5; s++ {
-				h.add(ev(s), 10)
-			}
-			h.expire(tt.cutoff)
-			if got := contents(h); !slices.Equal(got, tt.want) {
-				t.Fatalf("history holds %v, want %v", got, tt.want)
-			}
-			if got := h.evicted; got != tt.wantEvicted {
-				t.Fatalf("evicted = %d, want %d", got, tt.wantEvicted)
-			}
-		})
+	for want := uint64(1); want <= 5; want++ {
+		h.popOldest()
+		if got := h.evicted; got != want {
+			t.Fatalf("evicted = %d after popping %d, want %d", got, want, want)
+		}
+		if got, want := contents(h), span(want+1, 5); !slices.Equal(got, want) {
+			t.Fatalf("history holds %v, want %v", got, want)
+		}
 	}
 }
 
@@ -535,26 +523,28 @@ func TestSweepForgetsIdempotencyKeys(t *testing.T) {
 	publish(t, b, stream.Message{Topic: "a", IdempotencyKey: "k"})
 	clk.Advance(2 * time.Second)
 	publishOne(t, b, "b") // sweeps
-	if got := len(b.idem); got != 0 {
+	if got := b.Stats().Keys; got != 0 {
 		t.Fatalf("%d idempotency keys remembered after their window, want 0", got)
 	}
 }
 
-func TestSweepRunsAtMostOncePerInterval(t *testing.T) {
-	b, _, clk := newBroker(t, Options{HistoryTTL: time.Hour, IdempotencyWindow: time.Hour})
-	publish(t, b, stream.Message{Topic: "a", IdempotencyKey: "k"})
-	// Make the entry stale by hand: only a sweep would forget it.
-	b.idem["a\x00k"] = idemEntry{id: "x", expires: t0}
-	clk.Advance(59 * time.Second)
-	publishOne(t, b, "b")
-	if got, want := len(b.idem), 1; got != want {
-		t.Fatalf("%d idempotency keys after 59s, want %d (no sweep yet)", got, want)
-	}
-	clk.Advance(time.Second)
-	publishOne(t, b, "b")
-	if got := len(b.idem); got != 0 {
-		t.Fatalf("%d idempotency keys after a minute, want 0 (swept)", got)
-	}
+func TestSweeperFreesExpiredTopicsAndKeysWithoutPublishes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Options{HistoryTTL: time.Minute, IdempotencyWindow: time.Minute})
+		defer b.Close()
+		attachHead(b)
+		for i := range 100 {
+			publish(t, b, stream.Message{Topic: "t" + strconv.Itoa(i), Data: "x", IdempotencyKey: "k"})
+		}
+		if got := b.Stats(); got.Topics != 100 || got.Keys != 100 || got.Events != 100 {
+			t.Fatalf("after 100 publishes: %+v, want 100 topics, events and keys", got)
+		}
+		time.Sleep(time.Minute + sweepEvery)
+		synctest.Wait()
+		if got := b.Stats(); got.Topics != 0 || got.Keys != 0 || got.Events != 0 || got.Bytes != 0 {
+			t.Fatalf("a TTL later with no publish: %+v, want nothing held", got)
+		}
+	})
 }
 
 func TestReplayExpiresByTimeOnRead(t *testing.T) {

@@ -298,7 +298,7 @@ func firstEvent(url, lastEventID string) (ssetest.Event, error) {
 	for got == nil {
 		n, err := resp.Body.Read(buf)
 		p.Feed(buf[:n], func(e ssetest.Event) {
-			if got == nil {
+			if got == nil && e.Type != "sse-position" {
 				got = &e
 			}
 		})
@@ -314,4 +314,79 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// TestResumeAmplificationIsBounded is issue 12's replay amplification: a
+// small anonymous request that resumes from the start of a big history.
+// Each resume sends at most SSE_REPLAY_MAX_BYTES of history, then an
+// sse-gap (replay-limit); concurrent ones share SSE_REPLAY_RATE.
+func TestResumeAmplificationIsBounded(t *testing.T) {
+	const maxReplay = 1 << 20
+	s := startService(t, "replay", map[string]string{
+		"SSE_CLOCK_INTERVAL":         "0",
+		"SSE_REPLAY_MAX_BYTES":       strconv.Itoa(maxReplay),
+		"SSE_REPLAY_RATE":            strconv.Itoa(8 << 20),
+		"SSE_MAX_EVENT_BYTES":        strconv.Itoa(64 << 10),
+		"SSE_MAX_CONNECTIONS_PER_IP": "0",
+	})
+	start := s.publish("big", "start")
+	data := strings.Repeat("r", 60<<10)
+	for range 50 { // 3 MiB of history after start
+		s.publish("big", data)
+	}
+	const resumes = 20
+	type result struct {
+		bytes  int
+		events int
+		gap    string
+		err    error
+	}
+	results := make(chan result, resumes)
+	began := time.Now()
+	for range resumes {
+		go func() {
+			var r result
+			defer func() { results <- r }()
+			req, _ := http.NewRequest(http.MethodGet, s.public+"/v1/events?topic=big", nil)
+			req.Header.Set("Last-Event-ID", start)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				r.err = err
+				return
+			}
+			defer resp.Body.Close()
+			var p ssetest.Parser
+			buf := make([]byte, 64<<10)
+			for r.gap == "" && r.err == nil {
+				n, err := resp.Body.Read(buf)
+				r.bytes += n
+				p.Feed(buf[:n], func(e ssetest.Event) {
+					switch e.Type {
+					case "sse-gap":
+						r.gap = e.Data
+					case "message":
+						r.events++
+					}
+				})
+				if err != nil && r.gap == "" {
+					r.err = err
+				}
+			}
+		}()
+	}
+	total := 0
+	for range resumes {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("resume: %v", r.err)
+		}
+		if !strings.Contains(r.gap, `"reason":"replay-limit"`) {
+			t.Fatalf("resume of 3 MiB under a 1 MiB replay limit ended with %q, want an sse-gap with reason replay-limit", r.gap)
+		}
+		if r.bytes > maxReplay+4<<10 || r.events == 0 {
+			t.Fatalf("one resume sent %d bytes (%d events), want some and at most the 1 MiB limit plus the first frame and the gap", r.bytes, r.events)
+		}
+		total += r.bytes
+	}
+	t.Logf("%d concurrent resumes of a 3 MiB history: %d bytes sent in all (%.1f MiB) in %s, under SSE_REPLAY_MAX_BYTES=1 MiB and SSE_REPLAY_RATE=8 MiB/s", resumes, total, float64(total)/(1<<20), time.Since(began).Round(time.Millisecond))
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -155,6 +156,8 @@ type sseClient struct {
 	r    *bufio.Reader
 	head http.Header
 	code int
+	// position is the id of the stream's sse-position event, once read.
+	position string
 }
 
 // subscribe opens GET path on the public listener with extra request
@@ -219,6 +222,12 @@ func (c *sseClient) read(timeout time.Duration) (event, error) {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
+			if data != nil && ev.Type == "sse-position" {
+				// What opens every stream: an EventSource's onmessage never
+				// sees it; its id is kept, as a client would.
+				c.position = ev.ID
+				data = nil
+			}
 			if data != nil {
 				ev.Data = strings.Join(data, "\n")
 				return ev, nil
@@ -246,4 +255,39 @@ func (c *sseClient) readAll(timeout time.Duration) (string, error) {
 func (s *service) metric(sample string) float64 {
 	s.t.Helper()
 	return testutil.Metric(s.t, s.admin, sample)
+}
+
+// firstFrameRE matches what opens a stream that has a position: retry:,
+// the connected comment and the sse-position event.
+var firstFrameRE = regexp.MustCompile(`^retry: \d+\n: connected\nid: ([^\n]+)\nevent: sse-position\ndata: \{"lastEventId":"([^"\n]+)"\}\n\n$`)
+
+// positionOf returns the position a first frame gives, "" when s is not one.
+func positionOf(s string) string {
+	m := firstFrameRE.FindStringSubmatch(s)
+	if m == nil || m[1] != m[2] {
+		return ""
+	}
+	return m[1]
+}
+
+// readFirstFrame reads the first frame of c's stream, checks its form and
+// returns it.
+func readFirstFrame(t *testing.T, c *sseClient) string {
+	t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var frame strings.Builder
+	for {
+		line, err := c.r.ReadString('\n')
+		frame.WriteString(line)
+		if err != nil {
+			t.Fatalf("first frame %q: %v", frame.String(), err)
+		}
+		if line == "\n" {
+			break
+		}
+	}
+	if c.position = positionOf(frame.String()); c.position == "" {
+		t.Fatalf("first frame %q: want retry:, the connected comment and an sse-position event", frame.String())
+	}
+	return frame.String()
 }

@@ -116,6 +116,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		return err
 	}
 	defer broker.Close()
+	replayRate := cfg.ReplayRate
+	if replayRate == 0 {
+		replayRate = -1 // no limit
+	}
 	hub := stream.NewHub(broker, m, log, stream.Options{
 		ClientBuffer:      cfg.ClientBuffer,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -123,6 +127,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		Retry:             cfg.Retry,
 		ReconnectJitter:   cfg.ReconnectJitter,
 		WriteDelay:        cfg.WriteDelay,
+		ReplayMaxBytes:    cfg.ReplayMaxBytes,
+		ReplayRate:        replayRate,
 		Tracer:            tracing.Provider.Tracer("github.com/sse-service/sse-service/internal/stream"),
 	})
 

@@ -133,6 +133,11 @@ func diffMetrics(before, after metricSamples, want map[string]float64) []string 
 			}
 			continue
 		}
+		if strings.HasPrefix(k, "sse_history_") || strings.HasPrefix(k, "sse_idempotency_") {
+			// What the memory broker holds: checked step by step where a
+			// step says so, and by TestHistoryMetricsFollowTheBroker.
+			continue
+		}
 		count, le, isSum, isBucket := histogramSeries(after, k)
 		cd := after[count] - before[count]
 		switch {
@@ -287,9 +292,8 @@ func sseFrame(id, data string) string { return "id: " + id + "\ndata: " + data +
 // the client read, and the counter and the bytes must match that exactly.
 func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	const (
-		maxConns   = 2 // the scenario holds at most 2 streams open at once
-		firstFrame = "retry: 2000\n: connected\n\n"
-		pubRoute   = `method="POST",route="/v1/topics/:topic/events"`
+		maxConns = 2 // the scenario holds at most 2 streams open at once
+		pubRoute = `method="POST",route="/v1/topics/:topic/events"`
 	)
 	req := func(code int) string {
 		return `http_requests_total{code="` + strconv.Itoa(code) + `",` + pubRoute + `}`
@@ -347,7 +351,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 
 	// 1. Connect: the first frame, and nothing else, is written.
 	a := s.subscribe("/v1/events?topic=t")
-	expectRead(t, a, firstFrame)
+	firstFrame := readFirstFrame(t, a)
 	m = s.expectMetrics("connect", m, map[string]float64{
 		connected: 1, accepted: 1, bytesSent: float64(len(firstFrame)),
 	})
@@ -377,10 +381,14 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	// the same write as the first frame. Delivery latency is observed for
 	// live events only (flush observes b.live), so not for this one.
 	b := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+id2)
-	expectRead(t, b, firstFrame+sseFrame(id3, "metrics-three"))
+	resumed := readFirstFrame(t, b)
+	if b.position != id2 {
+		t.Fatalf("a resume's first frame gives position %q, want the resume id %q", b.position, id2)
+	}
+	expectRead(t, b, sseFrame(id3, "metrics-three"))
 	m = s.expectMetrics("resume", m, map[string]float64{
 		connected: 1, accepted: 1, sent: 1, replayed: 1,
-		bytesSent: float64(len(firstFrame) + len(sseFrame(id3, "metrics-three"))),
+		bytesSent: float64(len(resumed) + len(sseFrame(id3, "metrics-three"))),
 	})
 
 	// 6. A client that stops reading, with a small receive buffer, on its
@@ -399,8 +407,10 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := s.subscribeRaw(conn, "/v1/events?topic=slow")
+	// Its first frame gives the newest event as its position: id3.
+	slowFirst := "retry: 2000\n: connected\nid: " + id3 + "\nevent: sse-position\ndata: {\"lastEventId\":\"" + id3 + "\"}\n\n"
 	m = s.expectMetrics("connect the slow client", m, map[string]float64{
-		connected: 1, accepted: 1, bytesSent: float64(len(firstFrame)),
+		connected: 1, accepted: 1, bytesSent: float64(len(slowFirst)),
 	})
 	payload := strings.Repeat("x", 1000)
 	var ids []string
@@ -422,8 +432,8 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the slow client's stream: %v", err)
 	}
-	if len(got) == 0 || got[0] != firstFrame {
-		t.Fatalf("slow client's first chunk %q, want %q", got, firstFrame)
+	if len(got) == 0 || got[0] != slowFirst {
+		t.Fatalf("slow client's first chunk %q, want %q", got, slowFirst)
 	}
 	events, written := 0, 0
 	for _, c := range got[1:] {
@@ -466,9 +476,9 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	if c.code != http.StatusOK {
 		t.Fatalf("second stream = %d, want 200 (limit %d)", c.code, maxConns)
 	}
-	expectRead(t, c, firstFrame)
+	second := readFirstFrame(t, c)
 	m = s.expectMetrics("connect up to the limit", m, map[string]float64{
-		connected: 1, accepted: 1, bytesSent: float64(len(firstFrame)),
+		connected: 1, accepted: 1, bytesSent: float64(len(second)),
 	})
 	// ...so one more is refused; streams are not HTTP request metrics.
 	if extra := s.subscribe("/v1/events?topic=u", "Accept: application/json"); extra.code != http.StatusServiceUnavailable {
@@ -552,7 +562,8 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := hs.subscribe("/v1/events?topic=quiet")
-	expectRead(t, h, firstFrame+heartbeat+heartbeat)
+	quiet := readFirstFrame(t, h)
+	expectRead(t, h, heartbeat+heartbeat)
 	rest := hangUp(t, h)
 	if strings.ReplaceAll(rest, heartbeat, "") != "" {
 		t.Fatalf("idle stream went on with %q, want heartbeats only", rest)
@@ -560,6 +571,31 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	n := 2 + strings.Count(rest, heartbeat)
 	hs.expectMetrics("heartbeats", m, map[string]float64{
 		accepted: 1, lifetimes: 1, heartbeats: float64(n),
-		bytesSent: float64(len(firstFrame) + n*len(heartbeat)),
+		bytesSent: float64(len(quiet) + n*len(heartbeat)),
 	})
+}
+
+func TestHistoryMetricsFollowTheBroker(t *testing.T) {
+	s := startService(t, map[string]string{"SSE_HISTORY_SIZE": "2", "SSE_CLOCK_INTERVAL": "0"})
+	before, err := s.scrapeMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		s.publish("h1", fmt.Sprint("event ", i)) // the first is evicted by HISTORY_SIZE
+	}
+	code, body := s.post("/v1/topics/h2/events", `{"data":"keyed"}`, map[string]string{"Idempotency-Key": "k1"})
+	if code != http.StatusCreated {
+		t.Fatalf("keyed publish: %d %s", code, body)
+	}
+	after := s.expectMetrics("four publishes", before, map[string]float64{
+		"sse_history_events": 3, "sse_history_topics": 2, "sse_idempotency_keys": 1,
+		"sse_history_evicted_total": 0, "sse_idempotency_keys_evicted_total": 0,
+		"sse_events_published_total": 4,
+		`http_requests_total{code="201",method="POST",route="/v1/topics/:topic/events"}`:      4,
+		`http_request_duration_seconds_count{method="POST",route="/v1/topics/:topic/events"}`: 4,
+	})
+	if b := after["sse_history_bytes"]; b < 3*100 || b > 3*1000 {
+		t.Fatalf("sse_history_bytes = %v for 3 small events on 2 topics, want a few hundred bytes each", b)
+	}
 }

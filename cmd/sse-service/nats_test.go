@@ -250,7 +250,11 @@ func resumeOnce(s *service, id string, want []string) error {
 	buf := make([]byte, 4096)
 	for len(got) < len(want) {
 		n, err := resp.Body.Read(buf)
-		p.Feed(buf[:n], func(ev ssetest.Event) { got = append(got, ev.LastEventID) })
+		p.Feed(buf[:n], func(ev ssetest.Event) {
+			if ev.Type != "sse-position" {
+				got = append(got, ev.LastEventID)
+			}
+		})
 		if err != nil {
 			return fmt.Errorf("resume after %s: %d of %d events, then %w", id, len(got), len(want), err)
 		}

@@ -209,6 +209,9 @@ type oaConformance struct {
 	doc    *openapi3.T
 	router routers.Router
 	client *http.Client
+	// pending holds an event read with a first frame that had no
+	// position (the comment then starts the next event's block).
+	pending map[*sseClient]oaFrame
 }
 
 func newOAConformance(t *testing.T, s *service) *oaConformance {
@@ -444,22 +447,60 @@ func (c *oaConformance) checkFirstFrame(sc *sseClient) {
 		c.t.Fatalf("first frame: %v", err)
 	}
 	var retry, comment bool
-	for _, l := range f {
-		switch name, v := oaField(l); name {
-		case "retry":
-			var ms int
-			if _, err := fmt.Sscanf(v, "%d", &ms); err != nil || ms <= 0 || fmt.Sprint(ms) != v {
-				c.t.Errorf("first frame: retry %q is not a number of milliseconds", v)
-			}
-			retry = true
-		case "":
-			comment = true
-		default:
-			c.t.Errorf("first frame has field %q: %q", name, f)
+	i := 0
+	for ; i < len(f); i++ {
+		name, v := oaField(f[i])
+		if name != "retry" && name != "" {
+			break
 		}
+		if name == "" {
+			comment = true
+			continue
+		}
+		var ms int
+		if _, err := fmt.Sscanf(v, "%d", &ms); err != nil || ms <= 0 || fmt.Sprint(ms) != v {
+			c.t.Errorf("first frame: retry %q is not a number of milliseconds", v)
+		}
+		retry = true
 	}
 	if !retry || !comment {
 		c.t.Errorf("first frame %q: want a retry field and a comment", f)
+	}
+	rest := f[i:]
+	if len(rest) == 0 {
+		return
+	}
+	if !slices.Contains(rest, "event: sse-position") {
+		// No position (an id the stream cannot echo): the event after the
+		// comment is the next one.
+		if c.pending == nil {
+			c.pending = map[*sseClient]oaFrame{}
+		}
+		c.pending[sc] = rest
+		return
+	}
+	var id string
+	var data []string
+	for _, l := range rest {
+		switch name, v := oaField(l); name {
+		case "id":
+			id = v
+		case "event":
+		case "data":
+			data = append(data, v)
+		default:
+			c.t.Errorf("sse-position event has field %q: %q", name, f)
+		}
+	}
+	var pos any
+	if len(data) != 1 || json.Unmarshal([]byte(data[0]), &pos) != nil {
+		c.t.Fatalf("sse-position data %q: want one line of JSON", data)
+	}
+	if err := c.schema("PositionEventData").VisitJSON(pos, openapi3.EnableJSONSchema2020()); err != nil {
+		c.t.Errorf("sse-position data %q does not match PositionEventData: %v", data[0], err)
+	}
+	if m, _ := pos.(map[string]any); id == "" || m["lastEventId"] != id {
+		c.t.Errorf("sse-position %q: want its id and data.lastEventId equal", f)
 	}
 }
 
@@ -469,9 +510,13 @@ func (c *oaConformance) checkFirstFrame(sc *sseClient) {
 func (c *oaConformance) nextEvent(sc *sseClient) event {
 	c.t.Helper()
 	for {
-		f, err := oaReadFrame(sc, 10*time.Second)
-		if err != nil {
-			c.t.Fatalf("read event: %v", err)
+		f, ok := c.pending[sc]
+		delete(c.pending, sc)
+		if !ok {
+			var err error
+			if f, err = oaReadFrame(sc, 10*time.Second); err != nil {
+				c.t.Fatalf("read event: %v", err)
+			}
 		}
 		var ev event
 		var data []string

@@ -39,6 +39,8 @@ type Config struct {
 	HistoryMaxBytes    int64         `envconfig:"HISTORY_MAX_BYTES" default:"67108864" desc:"memory all retained history may take, in bytes (SSE_BROKER=memory): above it the oldest events of any topic are evicted, and a resume from before them gets sse-gap; keep it under a quarter of the memory limit (docs/limits.md)"`
 	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" default:"200000" desc:"Idempotency-Keys remembered at most (SSE_BROKER=memory; ~100 bytes each): above it the oldest is forgotten before its window ends"`
 
+	ReplayMaxBytes  int           `envconfig:"REPLAY_MAX_BYTES" default:"8388608" desc:"most bytes one resume replays (8 MiB); a resume that needs more gets what fits, then an sse-gap (reason replay-limit), and should reload its state"`
+	ReplayRate      int           `envconfig:"REPLAY_RATE" default:"67108864" desc:"bytes per second all replays together may send (64 MiB/s): concurrent resumes share it, so a flood of them cannot starve live streams; 0 means no limit"`
 	ClientBuffer    int           `envconfig:"CLIENT_BUFFER" default:"256" desc:"events queued per subscriber before it is dropped as slow"`
 	WriteTimeout    time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"deadline of each write to a subscriber; a client that misses it is dropped"`
 	WriteDelay      time.Duration `envconfig:"WRITE_DELAY" default:"0s" desc:"when positive, a stream writes at most once per this delay, batching the events in between: less CPU per event for streams with many events per second, at up to this much extra latency"`
@@ -227,6 +229,11 @@ func (c Config) problems() []problem {
 		bad("HISTORY_MAX_BYTES", "must be an integer from 1048576 (1 MiB) to 1099511627776 (1 TiB) bytes (got %d)", c.HistoryMaxBytes)
 	}
 	between("CLIENT_BUFFER", c.ClientBuffer, 1, 1_000_000)
+	between("REPLAY_MAX_BYTES", c.ReplayMaxBytes, 64<<10, 1<<30)
+	between("REPLAY_RATE", c.ReplayRate, 0, 1<<40)
+	if c.ReplayRate > 0 && c.ReplayRate < 64<<10 {
+		bad("REPLAY_RATE", "must be 0 (no limit) or at least 65536 bytes per second (got %d)", c.ReplayRate)
+	}
 	between("SEND_BUFFER", c.SendBuffer, 0, 64<<20)
 	between("MAX_CONNECTIONS", c.MaxConnections, 0, 10_000_000)
 	between("MAX_CONNECTIONS_PER_IP", c.MaxConnsPerIP, 0, 10_000_000)

@@ -92,6 +92,10 @@ const (
 	GapUnknownStream = "unknown-stream" // from an earlier run or another stream
 	GapExpired       = "expired"        // older than the retained history
 	GapFuture        = "unknown-id"     // after the newest event
+	// GapReplayLimit: the events are retained, but sending them all would
+	// pass the per-resume replay bound (Options.ReplayMaxBytes); the client
+	// should reload its state rather than replay that much.
+	GapReplayLimit = "replay-limit"
 )
 
 // GapError says why events after a resume id cannot be replayed.

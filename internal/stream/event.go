@@ -38,6 +38,12 @@ const (
 	// later (a drain, a refusal worth retrying), after the retry: delay
 	// sent with it. It has no id: the client resumes after its last event.
 	TypeReconnect = "sse-reconnect"
+	// TypePosition opens every stream that has a position to give: its id
+	// is where the stream starts (the newest event when it opened, or the
+	// resume id), so a client cut off before any event still resumes
+	// exactly. A named event with JSON data: EventSource's onmessage never
+	// sees it, and no client library takes it for an empty message.
+	TypePosition = "sse-position"
 )
 
 // Why a stream is asked to reconnect (the reason of sse-reconnect).
@@ -227,6 +233,30 @@ func AppendRetry(b []byte, d time.Duration) []byte {
 	b = append(b, "retry: "...)
 	b = strconv.AppendInt(b, d.Milliseconds(), 10)
 	return append(b, '\n')
+}
+
+// AppendPosition appends the sse-position event naming id as the stream's
+// position.
+func AppendPosition(b []byte, id string) []byte {
+	data, _ := json.Marshal(struct {
+		LastEventID string `json:"lastEventId"`
+	}{id}) // cannot fail
+	return AppendEvent(b, id, TypePosition, string(data))
+}
+
+// echoableID reports whether a client's resume id can be sent back in an
+// id: field as is: what this service issues, nothing that could end the
+// line or be dropped by a parser (NUL).
+func echoableID(id string) bool {
+	if id == "" || len(id) > 256 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // heartbeatFrame is the comment line sent on an idle stream.

@@ -18,6 +18,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 )
 
 // MessagingSystem is the messaging.system attribute of publish spans.
@@ -51,6 +52,15 @@ type Options struct {
 	// second (Centrifugo PRO's client.write_delay does the same). Zero, the
 	// default, writes every event at once.
 	WriteDelay time.Duration
+	// ReplayMaxBytes bounds what one resume replays: a replay that would
+	// send more ends with an sse-gap (reason replay-limit) instead, and the
+	// client reloads its state. Default 8 MiB.
+	ReplayMaxBytes int
+	// ReplayRate is the bytes per second all replays together may send
+	// (a shared budget: concurrent replays wait their turn, so a flood of
+	// resumes cannot take the CPU or the network from live streams).
+	// Default 64 MiB/s; negative means no limit.
+	ReplayRate int
 	// Tracer makes the publish spans; nil means no tracing.
 	Tracer trace.Tracer
 }
@@ -74,6 +84,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxWriteBytes <= 0 {
 		o.MaxWriteBytes = 64 << 10
 	}
+	if o.ReplayMaxBytes <= 0 {
+		o.ReplayMaxBytes = 8 << 20
+	}
+	if o.ReplayRate == 0 {
+		o.ReplayRate = 64 << 20
+	}
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
@@ -96,7 +112,8 @@ type Hub struct {
 	metrics Metrics
 	log     *slog.Logger
 	opts    Options
-	batches sync.Pool // *batch, for gathered writes
+	batches sync.Pool     // *batch, for gathered writes
+	replays *rate.Limiter // the bytes all replays may send; nil: no limit
 
 	mu       sync.Mutex // guards topics, head, started and draining
 	topics   map[string]map[*subscriber]struct{}
@@ -115,6 +132,11 @@ func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub
 		topics:  make(map[string]map[*subscriber]struct{}),
 	}
 	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
+	if h.opts.ReplayRate > 0 {
+		// A second's worth may go at once: a short replay is not delayed
+		// while the budget is not in use.
+		h.replays = rate.NewLimiter(rate.Limit(h.opts.ReplayRate), h.opts.ReplayRate)
+	}
 	broker.Attach(feed{h})
 	return h
 }
@@ -452,9 +474,22 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 	s := w.s
 	defer w.release()
 
+	// The first frame: retry:, a comment, and the stream's position, so a
+	// client cut off before any event still resumes exactly. A new stream
+	// starts at the newest event (everything after it is queued for it); a
+	// resume at the client's own id. No blank line ends the comment alone:
+	// some clients take that for an empty message.
 	b := w.pending()
 	b.buf = AppendRetry(b.buf, h.opts.Retry)
-	b.buf = append(b.buf, ": connected\n\n"...)
+	b.buf = append(b.buf, ": connected\n"...)
+	switch {
+	case sub.LastEventID == "" && head.ID != "":
+		b.buf = AppendPosition(b.buf, head.ID)
+	case echoableID(sub.LastEventID):
+		b.buf = AppendPosition(b.buf, sub.LastEventID)
+	}
+	// Otherwise there is no position to give: the broker has not started,
+	// or the resume id cannot be echoed (its sse-gap follows at once).
 	if sub.LastEventID != "" {
 		if reason, ok := h.replay(ctx, replayCtx, w, sub, head); !ok {
 			return reason
@@ -559,13 +594,24 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 func (h *Hub) replay(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) (reason CloseReason, ok bool) {
 	span := trace.SpanFromContext(ctx)
 	links := 0
+	budget := h.opts.ReplayMaxBytes
 	err := h.broker.Replay(replayCtx, sub.Topics, sub.LastEventID, head.Seq, func(ev *Event) error {
+		if budget -= len(ev.Frame); budget < 0 {
+			return errReplayLimit
+		}
+		if err := h.paceReplay(replayCtx, len(ev.Frame)); err != nil {
+			return err
+		}
 		if links < maxReplayLinks && ev.Trace.IsValid() && span.IsRecording() {
 			span.AddLink(trace.Link{SpanContext: ev.Trace})
 			links++
 		}
 		return w.appendReplayed(ev)
 	})
+	if errors.Is(err, errReplayLimit) {
+		// What was sent stays sent; the gap moves the client to the head.
+		err = &GapError{LastEventID: sub.LastEventID, Reason: GapReplayLimit}
+	}
 	var gap *GapError
 	switch {
 	case err == nil:
@@ -584,6 +630,27 @@ func (h *Hub) replay(ctx, replayCtx context.Context, w *writer, sub Subscription
 	default:
 		return h.writeFailed(ctx, w.s, err), false
 	}
+}
+
+// errReplayLimit stops a replay at Options.ReplayMaxBytes.
+var errReplayLimit = errors.New("replay over its byte limit")
+
+// paceReplay waits until the shared replay budget allows n more bytes.
+func (h *Hub) paceReplay(ctx context.Context, n int) error {
+	if h.replays == nil {
+		return nil
+	}
+	for n > 0 {
+		k := min(n, h.replays.Burst())
+		if err := h.replays.WaitN(ctx, k); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("replay budget: %w", err)
+		}
+		n -= k
+	}
+	return nil
 }
 
 // appendGap appends the sse-gap event. Its id is the newest event's, so a

@@ -39,7 +39,7 @@ func TestLiveEventsReachOnlyTheirTopicsSubscribers(t *testing.T) {
 		t.Fatalf("a+b subscriber got %+v, want %+v", got, want)
 	}
 	publish(t, hub, "a", "three")
-	got = parseWire(a.waitFor(t, "two events on a", func(s string) bool { return strings.Count(s, "id: ") == 2 }))
+	got = parseWire(a.waitFor(t, "two events on a", func(s string) bool { return len(parseWire(s)) == 2 }))
 	if len(got) != 2 || got[0].ID != idA || got[1].Data != "three" {
 		t.Fatalf("a subscriber got %+v, want only topic a's events", got)
 	}
@@ -327,7 +327,7 @@ func TestDrainSendsRetryAndClosesEveryStream(t *testing.T) {
 			t.Fatalf("stream %d closed with %s, want %s", i, r, stream.DroppedShutdown)
 		}
 		out := s.conn.String()
-		tail := out[strings.Index(out, ": connected\n\n")+len(": connected\n\n"):]
+		tail := out[firstFrameEnd(out):]
 		var ms, data int
 		if _, err := fmt.Sscanf(tail, "retry: %d\nevent: sse-reconnect\ndata: {\"reason\":\"draining\",\"retryMs\":%d}\n\n", &ms, &data); err != nil || ms < 1 || ms > 3001 || data != ms {
 			t.Fatalf("stream %d ended with %q, want a retry between 1 and 3001 ms and one sse-reconnect event", i, tail)

@@ -555,7 +555,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 
 	// 4. Heartbeats, on a second instance (see above): read two, hang up,
 	// then count every one the stream carried.
-	const heartbeat = ": heartbeat\n\n"
+	const heartbeat = ": heartbeat\n"
 	hs := startService(t, map[string]string{"SSE_HEARTBEAT_INTERVAL": "200ms", "SSE_MAX_CONNECTIONS": "0"})
 	m, err = hs.scrapeMetrics()
 	if err != nil {

@@ -259,8 +259,11 @@ func echoableID(id string) bool {
 	return true
 }
 
-// heartbeatFrame is the comment line sent on an idle stream.
-const heartbeatFrame = ": heartbeat\n\n"
+// heartbeatFrame is the comment line sent on an idle stream. No blank line
+// follows it: several client libraries dispatch an empty message for a
+// blank line after a comment; alone, the line is ignored by every parser
+// (it joins the next event's block, where comments are skipped).
+const heartbeatFrame = ": heartbeat\n"
 
 // AppendReconnect appends the last frame of a stream the client should open
 // again after delay: the retry: field and one sse-reconnect event, a

@@ -240,17 +240,14 @@ func observeRequests(m Metrics) echo.MiddlewareFunc {
 }
 
 // ipExtractor believes X-Forwarded-For only from the trusted proxies, and
-// nothing from anyone by default (Echo otherwise trusts private ranges).
+// nothing from anyone by default (Echo's own extractors trust private
+// ranges unless told not to). See proxies.client.
 func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
-	if len(trusted) == 0 {
-		return echo.ExtractIPDirect()
+	p := proxies(trusted)
+	return func(r *http.Request) string {
+		if a := p.client(r); a.IsValid() {
+			return a.String()
+		}
+		return ""
 	}
-	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-	for _, p := range trusted {
-		opts = append(opts, echo.TrustIPRange(&net.IPNet{
-			IP:   net.IP(p.Addr().AsSlice()),
-			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
-		}))
-	}
-	return echo.ExtractIPFromXFFHeader(opts...)
 }

@@ -106,7 +106,7 @@ func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) 
 		s.metrics.ConnectionAttempt(rejectedDraining)
 		return sub, netip.Addr{}, stream.ErrDraining
 	}
-	ip := clientIP(c)
+	ip := limitKey(clientIP(c))
 	switch res := s.limiter.acquire(ip); res {
 	case rejectedLimit:
 		s.metrics.ConnectionAttempt(string(res))
@@ -319,7 +319,8 @@ func parseSubscription(r *http.Request, maxTopics int) (stream.Subscription, err
 }
 
 // clientIP is the address limits count against: the peer, or the address
-// in X-Forwarded-For when the peer is a trusted proxy (Echo's IPExtractor).
+// in X-Forwarded-For when the peer is a trusted proxy (Echo's IPExtractor,
+// see proxies.client).
 func clientIP(c echo.Context) netip.Addr {
 	a, err := netip.ParseAddr(c.RealIP())
 	if err != nil {

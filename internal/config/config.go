@@ -42,8 +42,8 @@ type Config struct {
 	WriteDelay      time.Duration `envconfig:"WRITE_DELAY" default:"0s" desc:"when positive, a stream writes at most once per this delay, batching the events in between: less CPU per event for streams with many events per second, at up to this much extra latency"`
 	SendBuffer      int           `envconfig:"SEND_BUFFER" default:"32768" desc:"kernel send buffer (SO_SNDBUF) of each stream's socket in bytes, so a stalled client is noticed quickly; 0 leaves the kernel's autotuning"`
 	MaxConnections  int           `envconfig:"MAX_CONNECTIONS" default:"10000" desc:"open streams allowed in this instance; 0 means no limit"`
-	MaxConnsPerIP   int           `envconfig:"MAX_CONNECTIONS_PER_IP" default:"0" desc:"open streams allowed per client IP; 0 means no limit (set SSE_TRUSTED_PROXIES behind a proxy first)"`
-	TrustedProxies  []string      `envconfig:"TRUSTED_PROXIES" desc:"comma-separated CIDRs whose X-Forwarded-For is believed for the client IP"`
+	MaxConnsPerIP   int           `envconfig:"MAX_CONNECTIONS_PER_IP" default:"100" desc:"open streams allowed per client address (IPv6: per /64), so one address never takes every slot; 0 means no limit. Behind a proxy set SSE_TRUSTED_PROXIES, or every client counts as the proxy's address (docs/limits.md)"`
+	TrustedProxies  []string      `envconfig:"TRUSTED_PROXIES" desc:"comma-separated CIDRs of proxies whose X-Forwarded-For is believed for the client address (the right-most address not in them); empty: none, the client is the peer"`
 	MaxTopics       int           `envconfig:"MAX_TOPICS_PER_STREAM" default:"32" desc:"topics one stream may subscribe to"`
 	ReconnectJitter time.Duration `envconfig:"RECONNECT_JITTER" default:"5s" desc:"on shutdown and on 429/503, clients are told to come back after a random delay below this"`
 

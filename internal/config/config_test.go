@@ -74,7 +74,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"IdempotencyWindow", c.IdempotencyWindow, 2 * time.Minute},
 		{"SendBuffer", c.SendBuffer, 32768},
 		{"MaxConnections", c.MaxConnections, 10000},
-		{"MaxConnsPerIP", c.MaxConnsPerIP, 0},
+		{"MaxConnsPerIP", c.MaxConnsPerIP, 100},
 		{"MaxEventBytes", c.MaxEventBytes, 65536},
 		{"ShutdownTimeout", c.ShutdownTimeout, 25 * time.Second},
 		{"TrustedProxies", len(c.TrustedProxies), 0},
@@ -87,6 +87,19 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if toks, err := c.Tokens(); err != nil || len(toks) != 0 {
 		t.Fatalf("default Tokens() = %v, %v; want none, so one is generated", toks, err)
+	}
+}
+
+// The default never lets one address take every slot: the per-address
+// limit is on and well below the instance's (issue 12).
+func TestDefaultsKeepOneAddressFromTakingEverySlot(t *testing.T) {
+	clearEnv(t)
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnsPerIP <= 0 || c.MaxConnsPerIP*10 > c.MaxConnections {
+		t.Errorf("default SSE_MAX_CONNECTIONS_PER_IP=%d with SSE_MAX_CONNECTIONS=%d: want it on and at most a tenth", c.MaxConnsPerIP, c.MaxConnections)
 	}
 }
 

@@ -222,8 +222,9 @@ var renderings = []rendering{
 		clockPrivate: true,
 	},
 	{
-		name:    "no proxy in front: nobody's X-Forwarded-For believed",
-		args:    []string{"--set", "config.TRUSTED_PROXIES=", "--set", "config.MAX_CONNECTIONS_PER_IP=20"},
+		name: "no proxy in front: nobody's X-Forwarded-For believed",
+		args: []string{"--set", "config.TRUSTED_PROXIES=", "--set", "config.MAX_CONNECTIONS_PER_IP=20",
+			"--set", "config.MAX_NON_STREAM_CONNECTIONS=4096", "--set", "config.IDLE_TIMEOUT=2m"},
 		trusted: []string{}, perIP: "20",
 	},
 }
@@ -753,6 +754,9 @@ func TestChartRefuses(t *testing.T) {
 		{"--set", "jwt.publicKeySecret.key=../x"},
 		{"--set", "config.TRUSTED_PROXIES=ingress.local"}, // not a CIDR
 		{"--set", "config.MAX_CONNECTIONS_PER_IP=-1"},
+		{"--set", "config.MAX_NON_STREAM_CONNECTIONS=-1"},
+		{"--set", "config.MAX_NON_STREAM_CONNECTIONS_PER_IP=-1"},
+		{"--set", "config.IDLE_TIMEOUT=soon"},
 	} {
 		if _, err := helmTemplate(helm, args...); err == nil {
 			t.Errorf("helm template %v succeeded, want an error", args)

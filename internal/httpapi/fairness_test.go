@@ -23,6 +23,7 @@ type rawStream struct {
 	reconnect string // reason of the sse-reconnect event of a refusal as a stream
 	body      string // of any answer but an admitted stream
 	conn      net.Conn
+	reader    *bufio.Reader // the body of an admitted stream, de-chunked
 }
 
 // admitted reports whether the request became a stream: a refusal, even as
@@ -83,6 +84,7 @@ func tryRawStream(t testing.TB, addr, from, accept, xff string) (rawStream, erro
 	out := rawStream{status: res.StatusCode, conn: conn}
 	if res.StatusCode == http.StatusOK && res.ContentLength < 0 {
 		_ = conn.SetDeadline(time.Time{})
+		out.reader = bufio.NewReader(res.Body)
 		return out, nil // a stream: chunked, never ends on its own
 	}
 	b, err := io.ReadAll(res.Body)

@@ -48,11 +48,30 @@ type Options struct {
 	// BodyTimeout bounds reading the body of any request but a stream (the
 	// server has no ReadTimeout: it would end streams); a body not in by
 	// then gets 408 and its connection closes. Zero means 10 s.
-	BodyTimeout     time.Duration
-	MaxTopics       int // per stream; must be > 0
-	MaxConnections  int
-	MaxConnsPerIP   int
-	TrustedProxies  []netip.Prefix
+	BodyTimeout    time.Duration
+	MaxTopics      int // per stream; must be > 0
+	MaxConnections int
+	MaxConnsPerIP  int
+	TrustedProxies []netip.Prefix
+	// MaxNonStreamConns caps the connections that are not event streams:
+	// waiting for a request (or its body), serving one, or idle between
+	// requests. At the cap a new connection takes the place of the
+	// longest-idle one, else of the one waiting longest for its request
+	// (at least WaitGrace), else it is closed as soon as accepted.
+	MaxNonStreamConns int
+	// MaxNonStreamConnsPerIP caps them per peer address (IPv6: per /64)
+	// outside TrustedProxies, while MaxNonStreamConns is at least half
+	// used (or zero): over it, a new connection replaces the address's own
+	// idle or waiting ones, or is closed.
+	MaxNonStreamConnsPerIP int
+	// WaitGrace is how long a connection may wait for its request before a
+	// newcomer may take its place. Zero means 1 s.
+	WaitGrace time.Duration
+	// IdleTimeout closes keep-alive connections without a request for that
+	// long. Zero means 75 s.
+	IdleTimeout time.Duration
+	// ConnMetrics observes the connections that are not streams; nil: none.
+	ConnMetrics     ConnMetrics
 	SendBuffer      int // SO_SNDBUF of stream sockets; 0 leaves it alone
 	ReconnectJitter time.Duration
 	// Static is the demo page's files (index.html at the root).
@@ -85,6 +104,7 @@ type server struct {
 	log     *slog.Logger
 	opts    Options
 	limiter *connLimiter
+	gate    *connGate
 	tokens  *tokenSet
 	// clockPrivate: the clock topic is listed by name in PrivateTopics
 	// (a pattern alone never makes it private).
@@ -112,8 +132,12 @@ type Server struct {
 // Handler is the server's HTTP handler (Echo).
 func (srv *Server) Handler() http.Handler { return srv.http.Handler }
 
-// Serve accepts connections on ln until Shutdown or Close.
-func (srv *Server) Serve(ln net.Listener) error { return srv.http.Serve(ln) }
+// Serve accepts connections on ln until Shutdown or Close. Connections over
+// the caps on those that are not streams (Options.MaxNonStreamConns) are
+// closed as soon as accepted.
+func (srv *Server) Serve(ln net.Listener) error {
+	return srv.http.Serve(gateListener{Listener: ln, gate: srv.api.gate})
+}
 
 // Shutdown stops accepting connections, waits for requests in flight, then
 // waits for detached streams to end (call Hub.Drain first), until ctx ends.
@@ -158,7 +182,14 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		log:     log,
 		opts:    opts,
 		limiter: newConnLimiter(opts.MaxConnections, opts.MaxConnsPerIP),
-		tokens:  newTokenSet(opts.PublishTokens),
+		gate: newConnGate(gateOptions{
+			max:      opts.MaxNonStreamConns,
+			maxPerIP: opts.MaxNonStreamConnsPerIP,
+			grace:    opts.WaitGrace,
+			trusted:  proxies(opts.TrustedProxies),
+			metrics:  opts.ConnMetrics,
+		}),
+		tokens: newTokenSet(opts.PublishTokens),
 		clockPrivate: slices.ContainsFunc(opts.PrivateTopics, func(p auth.Pattern) bool {
 			return p.String() == clockTopic
 		}),
@@ -169,6 +200,9 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 	e.HideBanner, e.HidePort = true, true
 	if opts.BodyTimeout <= 0 {
 		opts.BodyTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 75 * time.Second
 	}
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = noop.NewTracerProvider()
@@ -204,11 +238,12 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 	}
 	s.routes(e)
 	return &Server{api: s, http: &http.Server{
-		Handler:           e,
+		Handler:           s.gate.handler(e),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
-		ConnContext:       connContext,
+		ConnContext:       s.gate.connContext,
+		ConnState:         s.gate.connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}
 }

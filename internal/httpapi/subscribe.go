@@ -55,6 +55,9 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 			span.End()
 			return ae
 		}
+		// A stream from now on: SSE_MAX_CONNECTIONS bounds it, not the cap
+		// on the other connections.
+		s.gate.streaming(r.Context())
 		span.SetAttributes(
 			semconv.HTTPResponseStatusCode(http.StatusOK),
 			attribute.StringSlice("sse.topics", sub.Topics),
@@ -329,13 +332,9 @@ func clientIP(c echo.Context) netip.Addr {
 	return a.Unmap()
 }
 
+// connKey holds the accepted connection in its requests' contexts (see
+// connGate.connContext), so a stream can cap its socket's send buffer.
 type connKey struct{}
-
-// connContext keeps the accepted connection in its requests' contexts, so
-// a stream can cap its socket's send buffer.
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
-}
 
 // capSendBuffer sets SO_SNDBUF on a stream's socket. Linux otherwise lets
 // the buffer grow to megabytes, hiding a stalled client from the write

@@ -305,6 +305,9 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 		heartbeats = "sse_heartbeats_sent_total"
 		delivered  = "sse_event_delivery_seconds_count"
 		lifetimes  = "sse_connection_duration_seconds_count"
+		// Connections that are not streams: the publisher's keep-alive
+		// connection, refused requests' connections left open.
+		httpConns = "sse_http_connections"
 	)
 
 	s := startService(t, map[string]string{
@@ -358,6 +361,9 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	m = s.expectMetrics("publish one event", m, map[string]float64{
 		published: 1, sent: 1, delivered: 1, bytesSent: float64(len(sseFrame(id1, "metrics-one"))),
 		req(201): 1, reqTime: 1,
+		// The publisher's keep-alive connection, idle now (later publishes
+		// reuse it).
+		httpConns: 1,
 	})
 
 	// 3. The client goes away: not a drop.
@@ -450,6 +456,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	}
 	m = s.expectMetrics("publish with a bad token", m, map[string]float64{
 		`sse_publish_failures_total{reason="unauthorized"}`: 1, req(401): 1, reqTime: 1,
+		httpConns: -1, // answered without reading the body: closed
 	})
 	if code, body := s.post("/v1/topics/t/events", `{"data":`, nil); code != http.StatusBadRequest {
 		t.Fatalf("publish with invalid JSON = %d %s, want 400", code, body)
@@ -476,12 +483,14 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	}
 	m = s.expectMetrics("stream over the limit", m, map[string]float64{
 		`sse_connections_total{result="rejected_limit"}`: 1,
+		httpConns: 1, // the refused request's connection, idle
 	})
 	if bad := s.subscribe("/v1/events"); bad.code != http.StatusBadRequest {
 		t.Fatalf("stream without a topic = %d, want 400", bad.code)
 	}
 	m = s.expectMetrics("stream without a topic", m, map[string]float64{
 		`sse_connections_total{result="bad_request"}`: 1,
+		httpConns: 1,
 	})
 
 	// 8. Drain. The admin listener shuts down only after the public server's
@@ -529,6 +538,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	m = s.expectMetrics("drain", m, map[string]float64{
 		connected: -2, lifetimes: 2, bytesSent: float64(drainBytes),
 		`sse_clients_dropped_total{reason="shutdown"}`: 2,
+		httpConns: -2 + 1, // the idle ones closed, the in-flight publish open
 	})
 	if m[connected] != 0 {
 		t.Fatalf("%s = %v after the drain, want 0", connected, m[connected])

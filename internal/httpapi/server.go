@@ -125,12 +125,14 @@ type server struct {
 // their handlers (see detach), so Shutdown and Close also wait for and end
 // those; a stream itself ends when the hub drains.
 type Server struct {
-	http *http.Server
-	api  *server
+	http   *http.Server
+	api    *server
+	routes *echo.Echo
 }
 
-// Handler is the server's HTTP handler (Echo).
-func (srv *Server) Handler() http.Handler { return srv.http.Handler }
+// Handler is the server's router (Echo), with every route. The server
+// serves it through a wrapper that tracks its connections.
+func (srv *Server) Handler() http.Handler { return srv.routes }
 
 // Serve accepts connections on ln until Shutdown or Close. Connections over
 // the caps on those that are not streams (Options.MaxNonStreamConns) are
@@ -237,7 +239,7 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		e.Use(cors(opts.CORSOrigins))
 	}
 	s.routes(e)
-	return &Server{api: s, http: &http.Server{
+	return &Server{api: s, routes: e, http: &http.Server{
 		Handler:           s.gate.handler(e),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       opts.IdleTimeout,

@@ -50,14 +50,15 @@ const failoverTopics = 4
 func failover(t *testing.T, streams, rate int) {
 	cluster := startNATSCluster(t, 3)
 	env := map[string]string{
-		"SSE_BROKER":                 "nats",
-		"SSE_NATS_URL":               cluster.urls(),
-		"SSE_NATS_REPLICAS":          "3",
-		"SSE_CLOCK_INTERVAL":         "0",
-		"SSE_MAX_CONNECTIONS":        "0",
-		"SSE_MAX_CONNECTIONS_PER_IP": "0", // every stream comes from loopback
-		"SSE_LOG_LEVEL":              "info",
+		"SSE_BROKER":          "nats",
+		"SSE_NATS_URL":        cluster.urls(),
+		"SSE_NATS_REPLICAS":   "3",
+		"SSE_CLOCK_INTERVAL":  "0",
+		"SSE_MAX_CONNECTIONS": "0",
+		"SSE_LOG_LEVEL":       "info",
 	}
+	// Every stream comes from loopback: no per-address limit.
+	env["SSE_MAX_CONNECTIONS_PER_IP"] = "0"
 	replicas := []*service{startService(t, "replica-a", env), startService(t, "replica-b", env)}
 
 	subs := openSubscribers(t, streams, func(i int) string {

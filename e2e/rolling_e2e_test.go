@@ -36,15 +36,16 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	loadRun := os.Getenv("SSE_E2E_ROLLING_STREAMS") != ""
 
 	env := map[string]string{
-		"SSE_BROKER":                 "nats",
-		"SSE_NATS_URL":               natstest.Start(t).URL(),
-		"SSE_CLOCK_INTERVAL":         "0",
-		"SSE_RECONNECT_JITTER":       jitter.String(),
-		"SSE_SHUTDOWN_TIMEOUT":       "20s",
-		"SSE_MAX_CONNECTIONS":        "0",
-		"SSE_MAX_CONNECTIONS_PER_IP": "0", // every stream comes from loopback
-		"SSE_LOG_LEVEL":              "info",
+		"SSE_BROKER":           "nats",
+		"SSE_NATS_URL":         natstest.Start(t).URL(),
+		"SSE_CLOCK_INTERVAL":   "0",
+		"SSE_RECONNECT_JITTER": jitter.String(),
+		"SSE_SHUTDOWN_TIMEOUT": "20s",
+		"SSE_MAX_CONNECTIONS":  "0",
+		"SSE_LOG_LEVEL":        "info",
 	}
+	// Every stream comes from loopback: no per-address limit.
+	env["SSE_MAX_CONNECTIONS_PER_IP"] = "0"
 	// Subscribers and the publisher come in through two front proxies over
 	// the same replicas, so the subscribers' reconnects can be counted.
 	front, pubFront := startFrontProxy(t), startFrontProxy(t)

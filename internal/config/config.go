@@ -48,7 +48,7 @@ type Config struct {
 	ReconnectJitter time.Duration `envconfig:"RECONNECT_JITTER" default:"5s" desc:"on shutdown and on 429/503, clients are told to come back after a random delay below this"`
 
 	MaxNonStreamConns      int           `envconfig:"MAX_NON_STREAM_CONNECTIONS" default:"2048" desc:"connections that are not event streams (waiting for a request, idle between requests, or serving one) held at once; at the cap the longest-idle one, else one waiting over 1s for its request, is closed for a new one, or the new one is closed at once; 0 means no limit"`
-	MaxNonStreamConnsPerIP int           `envconfig:"MAX_NON_STREAM_CONNECTIONS_PER_IP" default:"256" desc:"connections that are not streams one peer address (IPv6: /64) outside SSE_TRUSTED_PROXIES may hold while SSE_MAX_NON_STREAM_CONNECTIONS is over half used; 0 means no limit"`
+	MaxNonStreamConnsPerIP int           `envconfig:"MAX_NON_STREAM_CONNECTIONS_PER_IP" default:"256" desc:"connections that are not streams one peer address (IPv6: /64) outside SSE_TRUSTED_PROXIES may hold while SSE_MAX_NON_STREAM_CONNECTIONS is at least half used; 0 means no limit"`
 	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" default:"75s" desc:"how long a keep-alive connection may wait for its next request (keep it above the idle timeout of proxies in front, 60s for nginx and most load balancers)"`
 
 	PublishTokens     []string `envconfig:"PUBLISH_TOKENS" desc:"comma-separated bearer tokens allowed to publish; none set and no file: one is generated and logged at start"`

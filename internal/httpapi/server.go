@@ -48,11 +48,13 @@ type Options struct {
 	// BodyTimeout bounds reading the body of any request but a stream (the
 	// server has no ReadTimeout: it would end streams); a body not in by
 	// then gets 408 and its connection closes. Zero means 10 s.
-	BodyTimeout    time.Duration
-	MaxTopics      int // per stream; must be > 0
-	MaxConnections int
-	MaxConnsPerIP  int
-	TrustedProxies []netip.Prefix
+	BodyTimeout     time.Duration
+	MaxTopics       int // per stream; must be > 0
+	MaxConnections  int
+	MaxConnsPerIP   int
+	TrustedProxies  []netip.Prefix
+	SendBuffer      int // SO_SNDBUF of stream sockets; 0 leaves it alone
+	ReconnectJitter time.Duration
 	// MaxNonStreamConns caps the connections that are not event streams:
 	// waiting for a request (or its body), serving one, or idle between
 	// requests. At the cap a new connection takes the place of the
@@ -71,9 +73,7 @@ type Options struct {
 	// long. Zero means 75 s.
 	IdleTimeout time.Duration
 	// ConnMetrics observes the connections that are not streams; nil: none.
-	ConnMetrics     ConnMetrics
-	SendBuffer      int // SO_SNDBUF of stream sockets; 0 leaves it alone
-	ReconnectJitter time.Duration
+	ConnMetrics ConnMetrics
 	// Static is the demo page's files (index.html at the root).
 	Static fs.FS
 	// OpenAPI is the API description served at /openapi.yaml.
@@ -184,20 +184,20 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		log:     log,
 		opts:    opts,
 		limiter: newConnLimiter(opts.MaxConnections, opts.MaxConnsPerIP),
-		gate: newConnGate(gateOptions{
-			max:      opts.MaxNonStreamConns,
-			maxPerIP: opts.MaxNonStreamConnsPerIP,
-			grace:    opts.WaitGrace,
-			trusted:  proxies(opts.TrustedProxies),
-			metrics:  opts.ConnMetrics,
-		}),
-		tokens: newTokenSet(opts.PublishTokens),
+		tokens:  newTokenSet(opts.PublishTokens),
 		clockPrivate: slices.ContainsFunc(opts.PrivateTopics, func(p auth.Pattern) bool {
 			return p.String() == clockTopic
 		}),
 		conns:    make(map[net.Conn]struct{}),
 		failures: ratelog.New(log, 5, 20),
 	}
+	s.gate = newConnGate(gateOptions{
+		max:      opts.MaxNonStreamConns,
+		maxPerIP: opts.MaxNonStreamConnsPerIP,
+		grace:    opts.WaitGrace,
+		trusted:  proxies(opts.TrustedProxies),
+		metrics:  opts.ConnMetrics,
+	})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	if opts.BodyTimeout <= 0 {

@@ -77,6 +77,7 @@ type gateOptions struct {
 	grace   time.Duration
 	trusted proxies // peers exempt from the per-address cap
 	metrics ConnMetrics
+	now     func() time.Time // nil: time.Now
 }
 
 // connGate bounds the public listener's connections that are not event
@@ -115,6 +116,9 @@ func newConnGate(opts gateOptions) *connGate {
 	if opts.grace <= 0 {
 		opts.grace = time.Second
 	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
 	return &connGate{opts: opts, conns: make(map[net.Conn]*gateConn), byIP: make(map[netip.Addr]*ipConns)}
 }
 
@@ -125,7 +129,7 @@ func (g *connGate) admit(c net.Conn) bool {
 	peer := peerAddr(c.RemoteAddr().String())
 	key := limitKey(peer)
 	perIP := g.opts.maxPerIP > 0 && !g.opts.trusted.trusts(peer)
-	now := time.Now()
+	now := g.opts.now()
 	var victims []*gateConn
 
 	g.mu.Lock()
@@ -279,7 +283,7 @@ func (g *connGate) set(gc *gateConn, p connPhase) {
 	if g.conns[gc.conn] != gc || gc.phase == phaseStream || gc.phase == p {
 		return
 	}
-	g.enterLocked(gc, p, time.Now())
+	g.enterLocked(gc, p, g.opts.now())
 }
 
 // connState is http.Server.ConnState: net/http's view of each connection.

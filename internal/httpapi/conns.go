@@ -287,9 +287,14 @@ func (g *connGate) set(gc *gateConn, p connPhase) {
 }
 
 // connState is http.Server.ConnState: net/http's view of each connection.
+// net/http reports StateActive once a request head has been read whole, so
+// a head still arriving on a keep-alive connection leaves it idle here (the
+// first closed for a newcomer, as it should be). The gate knows HTTP/1
+// only: net/http runs no hooks for HTTP/2 connections (TLS or h2c), which
+// this server does not serve.
 func (g *connGate) connState(c net.Conn, st http.ConnState) {
 	switch st {
-	case http.StateActive: // the first bytes of a request came
+	case http.StateActive: // a request head came
 		if gc := g.lookup(c); gc != nil {
 			g.set(gc, phaseWaiting)
 		}

@@ -57,6 +57,8 @@ func failover(t *testing.T, streams, rate int) {
 		"SSE_MAX_CONNECTIONS": "0",
 		"SSE_LOG_LEVEL":       "info",
 	}
+	// Every stream comes from loopback: no per-address limit.
+	env["SSE_MAX_CONNECTIONS_PER_IP"] = "0"
 	replicas := []*service{startService(t, "replica-a", env), startService(t, "replica-b", env)}
 
 	subs := openSubscribers(t, streams, func(i int) string {

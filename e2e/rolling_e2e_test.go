@@ -44,6 +44,8 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		"SSE_MAX_CONNECTIONS":  "0",
 		"SSE_LOG_LEVEL":        "info",
 	}
+	// Every stream comes from loopback: no per-address limit.
+	env["SSE_MAX_CONNECTIONS_PER_IP"] = "0"
 	// Subscribers and the publisher come in through two front proxies over
 	// the same replicas, so the subscribers' reconnects can be counted.
 	front, pubFront := startFrontProxy(t), startFrontProxy(t)

@@ -136,6 +136,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	if err != nil {
 		return err // Validate already refused it
 	}
+	if cfg.MaxConnections > 0 && cfg.MaxConnsPerIP >= cfg.MaxConnections {
+		log.Warn("SSE_MAX_CONNECTIONS_PER_IP is not below SSE_MAX_CONNECTIONS: one address can take every stream slot",
+			"max_connections", cfg.MaxConnections, "max_connections_per_ip", cfg.MaxConnsPerIP)
+	}
 	verifier, err := newVerifier(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -178,6 +182,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	if verifier != nil { // a nil *auth.Verifier must not become a non-nil interface
 		opts.Verifier = verifier
 	}
+	// Connections that are not streams: waiting for a request, serving
+	// one, idle between requests (docs/limits.md).
+	opts.MaxNonStreamConns = cfg.MaxNonStreamConns
+	opts.MaxNonStreamConnsPerIP = cfg.MaxNonStreamConnsPerIP
+	opts.IdleTimeout = cfg.IdleTimeout
+	opts.ConnMetrics = metrics.NewConns(reg)
 	public := httpapi.NewServer(hub, m, log, opts)
 	var ready atomic.Bool
 	adminSrv := admin.NewServer(reg, log, admin.Options{

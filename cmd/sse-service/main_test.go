@@ -429,7 +429,8 @@ func TestConnectionLimits(t *testing.T) {
 // no goroutine left behind.
 func TestDrainOnShutdown(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	s := startService(t, map[string]string{"SSE_RECONNECT_JITTER": "2s", "SSE_SHUTDOWN_TIMEOUT": "10s"})
+	// 200 streams from one address: over the default per-address limit.
+	s := startService(t, map[string]string{"SSE_RECONNECT_JITTER": "2s", "SSE_SHUTDOWN_TIMEOUT": "10s", "SSE_MAX_CONNECTIONS_PER_IP": "0"})
 
 	const streams = 200
 	clients := make([]*sseClient, streams)

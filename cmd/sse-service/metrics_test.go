@@ -309,6 +309,9 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 		heartbeats = "sse_heartbeats_sent_total"
 		delivered  = "sse_event_delivery_seconds_count"
 		lifetimes  = "sse_connection_duration_seconds_count"
+		// Connections that are not streams: the publisher's keep-alive
+		// connection, refused requests' connections left open.
+		httpConns = "sse_http_connections"
 	)
 
 	s := startService(t, map[string]string{
@@ -362,6 +365,9 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	m = s.expectMetrics("publish one event", m, map[string]float64{
 		published: 1, sent: 1, delivered: 1, bytesSent: float64(len(sseFrame(id1, "metrics-one"))),
 		req(201): 1, reqTime: 1,
+		// The publisher's keep-alive connection, idle now (later publishes
+		// reuse it).
+		httpConns: 1,
 	})
 
 	// 3. The client goes away: not a drop.
@@ -460,6 +466,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	}
 	m = s.expectMetrics("publish with a bad token", m, map[string]float64{
 		`sse_publish_failures_total{reason="unauthorized"}`: 1, req(401): 1, reqTime: 1,
+		httpConns: -1, // answered without reading the body: closed
 	})
 	if code, body := s.post("/v1/topics/t/events", `{"data":`, nil); code != http.StatusBadRequest {
 		t.Fatalf("publish with invalid JSON = %d %s, want 400", code, body)
@@ -486,12 +493,14 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	}
 	m = s.expectMetrics("stream over the limit", m, map[string]float64{
 		`sse_connections_total{result="rejected_limit"}`: 1,
+		httpConns: 1, // the refused request's connection, idle
 	})
 	if bad := s.subscribe("/v1/events"); bad.code != http.StatusBadRequest {
 		t.Fatalf("stream without a topic = %d, want 400", bad.code)
 	}
 	m = s.expectMetrics("stream without a topic", m, map[string]float64{
 		`sse_connections_total{result="bad_request"}`: 1,
+		httpConns: 1,
 	})
 
 	// 8. Drain. The admin listener shuts down only after the public server's
@@ -539,6 +548,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	m = s.expectMetrics("drain", m, map[string]float64{
 		connected: -2, lifetimes: 2, bytesSent: float64(drainBytes),
 		`sse_clients_dropped_total{reason="shutdown"}`: 2,
+		httpConns: -2 + 1, // the idle ones closed, the in-flight publish open
 	})
 	if m[connected] != 0 {
 		t.Fatalf("%s = %v after the drain, want 0", connected, m[connected])
@@ -591,7 +601,7 @@ func TestHistoryMetricsFollowTheBroker(t *testing.T) {
 	after := s.expectMetrics("four publishes", before, map[string]float64{
 		"sse_history_events": 3, "sse_history_topics": 2, "sse_idempotency_keys": 1,
 		"sse_history_evicted_total": 0, "sse_idempotency_keys_evicted_total": 0,
-		"sse_events_published_total": 4,
+		"sse_events_published_total": 4, "sse_http_connections": 1, // the test's keep-alive connection
 		`http_requests_total{code="201",method="POST",route="/v1/topics/:topic/events"}`:      4,
 		`http_request_duration_seconds_count{method="POST",route="/v1/topics/:topic/events"}`: 4,
 	})

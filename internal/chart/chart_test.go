@@ -177,7 +177,15 @@ type rendering struct {
 	jwtSecret, jwtPublicKey [2]string
 	jwksURL                 string
 	clockPrivate            bool // the helm test pod expects 401 from clock
+	// trusted is the SSE_TRUSTED_PROXIES expected, as a list; nil: the
+	// chart's default (the private ranges), empty: none.
+	trusted []string
+	perIP   string // SSE_MAX_CONNECTIONS_PER_IP expected; "": the chart's 100
 }
+
+// defaultTrusted are the proxy ranges the chart trusts by default: the
+// private ranges that hold the pod network of most clusters.
+var defaultTrusted = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}
 
 var renderings = []rendering{
 	{name: "default"},
@@ -192,7 +200,8 @@ var renderings = []rendering{
 		name:           "production",
 		args:           []string{"-f", chartDir + "/ci/production-values.yaml"},
 		existingSecret: "sse-publish-tokens",
-		monitoring:     true, ingress: true, httpRoute: true, hpa: true,
+		trusted:        []string{"10.0.0.0/8"}, perIP: "200",
+		monitoring: true, ingress: true, httpRoute: true, hpa: true,
 		nats: true, natsCreds: [2]string{"sse-nats-creds", "nats.creds"}, natsStreamReplicas: "3",
 		private: "user:*,orders/*", jwksURL: "https://idp.example.com/realms/app/protocol/openid-connect/certs",
 	},
@@ -211,6 +220,12 @@ var renderings = []rendering{
 			"--set", "config.CORS_ORIGINS=https://app.example.com"},
 		private: "user:*,clock", jwtSecret: [2]string{"sse-jwt", "jwt-secret"}, jwtPublicKey: [2]string{"idp-cert", "tls.crt"},
 		clockPrivate: true,
+	},
+	{
+		name: "no proxy in front: nobody's X-Forwarded-For believed",
+		args: []string{"--set", "config.TRUSTED_PROXIES=", "--set", "config.MAX_CONNECTIONS_PER_IP=20",
+			"--set", "config.MAX_NON_STREAM_CONNECTIONS=4096", "--set", "config.IDLE_TIMEOUT=2m"},
+		trusted: []string{}, perIP: "20",
 	},
 }
 
@@ -291,6 +306,36 @@ func TestChart(t *testing.T) {
 					if strings.Contains(v, "e+") {
 						t.Errorf("%s=%q: a number printed in exponent form", k, v)
 					}
+				}
+			})
+
+			t.Run("per-address limit with the proxies trusted", func(t *testing.T) {
+				want := r.trusted
+				if want == nil {
+					want = defaultTrusted
+				}
+				v, ok := env["SSE_TRUSTED_PROXIES"]
+				if !ok {
+					t.Fatal("SSE_TRUSTED_PROXIES not set: behind an ingress every client would count as the ingress's address")
+				}
+				var got []string
+				for p := range strings.SplitSeq(v, ",") {
+					if p = strings.TrimSpace(p); p != "" {
+						got = append(got, p)
+					}
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("SSE_TRUSTED_PROXIES=%q, want %q", v, strings.Join(want, ","))
+				}
+				if _, err := (config.Config{TrustedProxies: got}).TrustedPrefixes(); err != nil {
+					t.Errorf("SSE_TRUSTED_PROXIES=%q: %v", v, err)
+				}
+				perIP := r.perIP
+				if perIP == "" {
+					perIP = "100"
+				}
+				if got := env["SSE_MAX_CONNECTIONS_PER_IP"]; got != perIP {
+					t.Errorf("SSE_MAX_CONNECTIONS_PER_IP=%q, want %s: one address must never take every slot", got, perIP)
 				}
 			})
 
@@ -707,6 +752,11 @@ func TestChartRefuses(t *testing.T) {
 		{"--set", "config.CORS_ORIGINS=app.example.com"},                // not an origin
 		{"--set", "config.AUTH_COOKIE=a b"},
 		{"--set", "jwt.publicKeySecret.key=../x"},
+		{"--set", "config.TRUSTED_PROXIES=ingress.local"}, // not a CIDR
+		{"--set", "config.MAX_CONNECTIONS_PER_IP=-1"},
+		{"--set", "config.MAX_NON_STREAM_CONNECTIONS=-1"},
+		{"--set", "config.MAX_NON_STREAM_CONNECTIONS_PER_IP=-1"},
+		{"--set", "config.IDLE_TIMEOUT=soon"},
 	} {
 		if _, err := helmTemplate(helm, args...); err == nil {
 			t.Errorf("helm template %v succeeded, want an error", args)

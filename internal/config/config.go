@@ -46,10 +46,14 @@ type Config struct {
 	WriteDelay      time.Duration `envconfig:"WRITE_DELAY" default:"0s" desc:"when positive, a stream writes at most once per this delay, batching the events in between: less CPU per event for streams with many events per second, at up to this much extra latency"`
 	SendBuffer      int           `envconfig:"SEND_BUFFER" default:"32768" desc:"kernel send buffer (SO_SNDBUF) of each stream's socket in bytes, so a stalled client is noticed quickly; 0 leaves the kernel's autotuning"`
 	MaxConnections  int           `envconfig:"MAX_CONNECTIONS" default:"10000" desc:"open streams allowed in this instance; 0 means no limit"`
-	MaxConnsPerIP   int           `envconfig:"MAX_CONNECTIONS_PER_IP" default:"0" desc:"open streams allowed per client IP; 0 means no limit (set SSE_TRUSTED_PROXIES behind a proxy first)"`
-	TrustedProxies  []string      `envconfig:"TRUSTED_PROXIES" desc:"comma-separated CIDRs whose X-Forwarded-For is believed for the client IP"`
+	MaxConnsPerIP   int           `envconfig:"MAX_CONNECTIONS_PER_IP" default:"100" desc:"open streams allowed per client address (IPv6: per /64), so one address never takes every slot; 0 means no limit. Behind a proxy set SSE_TRUSTED_PROXIES, or every client counts as the proxy's address (docs/limits.md)"`
+	TrustedProxies  []string      `envconfig:"TRUSTED_PROXIES" desc:"comma-separated CIDRs of proxies whose X-Forwarded-For is believed for the client address (the right-most address not in them); empty: none, the client is the peer"`
 	MaxTopics       int           `envconfig:"MAX_TOPICS_PER_STREAM" default:"32" desc:"topics one stream may subscribe to"`
 	ReconnectJitter time.Duration `envconfig:"RECONNECT_JITTER" default:"5s" desc:"on shutdown and on 429/503, clients are told to come back after a random delay below this"`
+
+	MaxNonStreamConns      int           `envconfig:"MAX_NON_STREAM_CONNECTIONS" default:"2048" desc:"connections that are not event streams (waiting for a request, idle between requests, or serving one) held at once; at the cap the longest-idle one, else one waiting over 1s for its request, is closed for a new one, or the new one is closed at once; 0 means no limit"`
+	MaxNonStreamConnsPerIP int           `envconfig:"MAX_NON_STREAM_CONNECTIONS_PER_IP" default:"256" desc:"connections that are not streams one peer address (IPv6: /64) outside SSE_TRUSTED_PROXIES may hold while SSE_MAX_NON_STREAM_CONNECTIONS is at least half used; 0 means no limit"`
+	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" default:"75s" desc:"how long a keep-alive connection may wait for its next request (keep it above the idle timeout of proxies in front, 60s for nginx and most load balancers)"`
 
 	PublishTokens     []string `envconfig:"PUBLISH_TOKENS" desc:"comma-separated bearer tokens allowed to publish; none set and no file: one is generated and logged at start"`
 	PublishTokensFile string   `envconfig:"PUBLISH_TOKENS_FILE" desc:"file with publish tokens, one per line or comma separated (a mounted Kubernetes secret)"`
@@ -237,6 +241,14 @@ func (c Config) problems() []problem {
 	between("SEND_BUFFER", c.SendBuffer, 0, 64<<20)
 	between("MAX_CONNECTIONS", c.MaxConnections, 0, 10_000_000)
 	between("MAX_CONNECTIONS_PER_IP", c.MaxConnsPerIP, 0, 10_000_000)
+	between("MAX_NON_STREAM_CONNECTIONS", c.MaxNonStreamConns, 0, 10_000_000)
+	if c.MaxNonStreamConns > 0 && c.MaxNonStreamConns < 16 {
+		bad("MAX_NON_STREAM_CONNECTIONS", "must be 0 (no limit) or at least 16 (got %d)", c.MaxNonStreamConns)
+	}
+	between("MAX_NON_STREAM_CONNECTIONS_PER_IP", c.MaxNonStreamConnsPerIP, 0, 10_000_000)
+	if c.IdleTimeout < time.Second || c.IdleTimeout > time.Hour {
+		bad("IDLE_TIMEOUT", "must be a duration from 1s to 1h, such as 75s (got %s)", c.IdleTimeout)
+	}
 	between("MAX_TOPICS_PER_STREAM", c.MaxTopics, 1, 1000)
 	between("MAX_EVENT_BYTES", c.MaxEventBytes, 64, 16<<20)
 	between("MAX_BATCH_EVENTS", c.MaxBatchEvents, 1, 100_000)

@@ -74,7 +74,10 @@ func TestLoadDefaults(t *testing.T) {
 		{"IdempotencyWindow", c.IdempotencyWindow, 2 * time.Minute},
 		{"SendBuffer", c.SendBuffer, 32768},
 		{"MaxConnections", c.MaxConnections, 10000},
-		{"MaxConnsPerIP", c.MaxConnsPerIP, 0},
+		{"MaxConnsPerIP", c.MaxConnsPerIP, 100},
+		{"MaxNonStreamConns", c.MaxNonStreamConns, 2048},
+		{"MaxNonStreamConnsPerIP", c.MaxNonStreamConnsPerIP, 256},
+		{"IdleTimeout", c.IdleTimeout, 75 * time.Second},
 		{"MaxEventBytes", c.MaxEventBytes, 65536},
 		{"ShutdownTimeout", c.ShutdownTimeout, 25 * time.Second},
 		{"TrustedProxies", len(c.TrustedProxies), 0},
@@ -90,6 +93,22 @@ func TestLoadDefaults(t *testing.T) {
 	}
 }
 
+// The defaults never let one address take every slot: the per-address
+// limits are on and well below the caps they share (issue 12).
+func TestDefaultsKeepOneAddressFromTakingEverySlot(t *testing.T) {
+	clearEnv(t)
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnsPerIP <= 0 || c.MaxConnsPerIP*10 > c.MaxConnections {
+		t.Errorf("default SSE_MAX_CONNECTIONS_PER_IP=%d with SSE_MAX_CONNECTIONS=%d: want it on and at most a tenth", c.MaxConnsPerIP, c.MaxConnections)
+	}
+	if c.MaxNonStreamConns <= 0 || c.MaxNonStreamConnsPerIP <= 0 || c.MaxNonStreamConnsPerIP*4 > c.MaxNonStreamConns {
+		t.Errorf("default SSE_MAX_NON_STREAM_CONNECTIONS=%d, _PER_IP=%d: want both on, the per-IP one at most a quarter", c.MaxNonStreamConns, c.MaxNonStreamConnsPerIP)
+	}
+}
+
 func TestLoadAcceptsGoodValues(t *testing.T) {
 	tests := []struct {
 		name string
@@ -102,6 +121,10 @@ func TestLoadAcceptsGoodValues(t *testing.T) {
 		{"send buffer off", map[string]string{"SEND_BUFFER": "0"}},
 		{"send buffer at its minimum", map[string]string{"SEND_BUFFER": "4096"}},
 		{"no connection limits", map[string]string{"MAX_CONNECTIONS": "0", "MAX_CONNECTIONS_PER_IP": "0"}},
+		{"no non-stream connection limits", map[string]string{"MAX_NON_STREAM_CONNECTIONS": "0", "MAX_NON_STREAM_CONNECTIONS_PER_IP": "0"}},
+		{"non-stream cap at its minimum", map[string]string{"MAX_NON_STREAM_CONNECTIONS": "16"}},
+		{"idle timeout range ends", map[string]string{"IDLE_TIMEOUT": "1s"}},
+		{"idle timeout of an hour", map[string]string{"IDLE_TIMEOUT": "1h"}},
 		{"range ends", map[string]string{"HISTORY_SIZE": "1", "MAX_TOPICS_PER_STREAM": "1000", "MAX_EVENT_BYTES": "64"}},
 		{"both listeners on :0", map[string]string{"ADDR": ":0", "ADMIN_ADDR": ":0"}},
 		{"both listeners on 127.0.0.1:0", map[string]string{"ADDR": "127.0.0.1:0", "ADMIN_ADDR": "127.0.0.1:0"}},
@@ -159,6 +182,11 @@ func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"client buffer too big", map[string]string{"CLIENT_BUFFER": "1000001"}, []string{"SSE_CLIENT_BUFFER", "from 1 to 1000000"}},
 		{"negative max connections", map[string]string{"MAX_CONNECTIONS": "-1"}, []string{"SSE_MAX_CONNECTIONS", "from 0 to"}},
 		{"negative per-IP limit", map[string]string{"MAX_CONNECTIONS_PER_IP": "-1"}, []string{"SSE_MAX_CONNECTIONS_PER_IP", "from 0 to"}},
+		{"negative non-stream cap", map[string]string{"MAX_NON_STREAM_CONNECTIONS": "-1"}, []string{"SSE_MAX_NON_STREAM_CONNECTIONS", "from 0 to"}},
+		{"tiny non-stream cap", map[string]string{"MAX_NON_STREAM_CONNECTIONS": "15"}, []string{"SSE_MAX_NON_STREAM_CONNECTIONS", "0 (no limit) or at least 16", "got 15"}},
+		{"negative non-stream per-IP cap", map[string]string{"MAX_NON_STREAM_CONNECTIONS_PER_IP": "-1"}, []string{"SSE_MAX_NON_STREAM_CONNECTIONS_PER_IP", "from 0 to"}},
+		{"zero idle timeout", map[string]string{"IDLE_TIMEOUT": "0"}, []string{"SSE_IDLE_TIMEOUT", "from 1s to 1h"}},
+		{"idle timeout over an hour", map[string]string{"IDLE_TIMEOUT": "2h"}, []string{"SSE_IDLE_TIMEOUT", "from 1s to 1h", "2h0m0s"}},
 		{"too many topics", map[string]string{"MAX_TOPICS_PER_STREAM": "1001"}, []string{"SSE_MAX_TOPICS_PER_STREAM", "from 1 to 1000"}},
 		{"tiny event limit", map[string]string{"MAX_EVENT_BYTES": "63"}, []string{"SSE_MAX_EVENT_BYTES", "from 64 to"}},
 		{"empty batch limit", map[string]string{"MAX_BATCH_EVENTS": "0"}, []string{"SSE_MAX_BATCH_EVENTS", "from 1 to"}},

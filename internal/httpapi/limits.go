@@ -15,8 +15,8 @@ const (
 	rejectedIPLimit limitResult = "rejected_ip_limit"
 )
 
-// connLimiter counts open streams in total and per client IP. A zero limit
-// means no limit.
+// connLimiter counts open streams in total and per client address (an
+// IPv6 client per /64: see limitKey). A zero limit means no limit.
 type connLimiter struct {
 	max, perIP int
 

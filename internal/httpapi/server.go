@@ -55,6 +55,25 @@ type Options struct {
 	TrustedProxies  []netip.Prefix
 	SendBuffer      int // SO_SNDBUF of stream sockets; 0 leaves it alone
 	ReconnectJitter time.Duration
+	// MaxNonStreamConns caps the connections that are not event streams:
+	// waiting for a request (or its body), serving one, or idle between
+	// requests. At the cap a new connection takes the place of the
+	// longest-idle one, else of the one waiting longest for its request
+	// (at least WaitGrace), else it is closed as soon as accepted.
+	MaxNonStreamConns int
+	// MaxNonStreamConnsPerIP caps them per peer address (IPv6: per /64)
+	// outside TrustedProxies, while MaxNonStreamConns is at least half
+	// used (or zero): over it, a new connection replaces the address's own
+	// idle or waiting ones, or is closed.
+	MaxNonStreamConnsPerIP int
+	// WaitGrace is how long a connection may wait for its request before a
+	// newcomer may take its place. Zero means 1 s.
+	WaitGrace time.Duration
+	// IdleTimeout closes keep-alive connections without a request for that
+	// long. Zero means 75 s.
+	IdleTimeout time.Duration
+	// ConnMetrics observes the connections that are not streams; nil: none.
+	ConnMetrics ConnMetrics
 	// Static is the demo page's files (index.html at the root).
 	Static fs.FS
 	// OpenAPI is the API description served at /openapi.yaml.
@@ -85,6 +104,7 @@ type server struct {
 	log     *slog.Logger
 	opts    Options
 	limiter *connLimiter
+	gate    *connGate
 	tokens  *tokenSet
 	// clockPrivate: the clock topic is listed by name in PrivateTopics
 	// (a pattern alone never makes it private).
@@ -105,15 +125,21 @@ type server struct {
 // their handlers (see detach), so Shutdown and Close also wait for and end
 // those; a stream itself ends when the hub drains.
 type Server struct {
-	http *http.Server
-	api  *server
+	http   *http.Server
+	api    *server
+	routes *echo.Echo
 }
 
-// Handler is the server's HTTP handler (Echo).
-func (srv *Server) Handler() http.Handler { return srv.http.Handler }
+// Handler is the server's router (Echo), with every route. The server
+// serves it through a wrapper that tracks its connections.
+func (srv *Server) Handler() http.Handler { return srv.routes }
 
-// Serve accepts connections on ln until Shutdown or Close.
-func (srv *Server) Serve(ln net.Listener) error { return srv.http.Serve(ln) }
+// Serve accepts connections on ln until Shutdown or Close. Connections over
+// the caps on those that are not streams (Options.MaxNonStreamConns) are
+// closed as soon as accepted.
+func (srv *Server) Serve(ln net.Listener) error {
+	return srv.http.Serve(gateListener{Listener: ln, gate: srv.api.gate})
+}
 
 // Shutdown stops accepting connections, waits for requests in flight, then
 // waits for detached streams to end (call Hub.Drain first), until ctx ends.
@@ -165,10 +191,20 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		conns:    make(map[net.Conn]struct{}),
 		failures: ratelog.New(log, 5, 20),
 	}
+	s.gate = newConnGate(gateOptions{
+		max:      opts.MaxNonStreamConns,
+		maxPerIP: opts.MaxNonStreamConnsPerIP,
+		grace:    opts.WaitGrace,
+		trusted:  proxies(opts.TrustedProxies),
+		metrics:  opts.ConnMetrics,
+	})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	if opts.BodyTimeout <= 0 {
 		opts.BodyTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 75 * time.Second
 	}
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = noop.NewTracerProvider()
@@ -203,12 +239,13 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		e.Use(cors(opts.CORSOrigins))
 	}
 	s.routes(e)
-	return &Server{api: s, http: &http.Server{
-		Handler:           e,
+	return &Server{api: s, routes: e, http: &http.Server{
+		Handler:           s.gate.handler(e),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
-		ConnContext:       connContext,
+		ConnContext:       s.gate.connContext,
+		ConnState:         s.gate.connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}
 }
@@ -240,17 +277,14 @@ func observeRequests(m Metrics) echo.MiddlewareFunc {
 }
 
 // ipExtractor believes X-Forwarded-For only from the trusted proxies, and
-// nothing from anyone by default (Echo otherwise trusts private ranges).
+// nothing from anyone by default (Echo's own extractors trust private
+// ranges unless told not to). See proxies.client.
 func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
-	if len(trusted) == 0 {
-		return echo.ExtractIPDirect()
+	p := proxies(trusted)
+	return func(r *http.Request) string {
+		if a := p.client(r); a.IsValid() {
+			return a.String()
+		}
+		return ""
 	}
-	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-	for _, p := range trusted {
-		opts = append(opts, echo.TrustIPRange(&net.IPNet{
-			IP:   net.IP(p.Addr().AsSlice()),
-			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
-		}))
-	}
-	return echo.ExtractIPFromXFFHeader(opts...)
 }

@@ -55,6 +55,9 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 			span.End()
 			return ae
 		}
+		// A stream from now on: SSE_MAX_CONNECTIONS bounds it, not the cap
+		// on the other connections.
+		s.gate.streaming(r.Context())
 		span.SetAttributes(
 			semconv.HTTPResponseStatusCode(http.StatusOK),
 			attribute.StringSlice("sse.topics", sub.Topics),
@@ -106,7 +109,7 @@ func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) 
 		s.metrics.ConnectionAttempt(rejectedDraining)
 		return sub, netip.Addr{}, stream.ErrDraining
 	}
-	ip := clientIP(c)
+	ip := limitKey(clientIP(c))
 	switch res := s.limiter.acquire(ip); res {
 	case rejectedLimit:
 		s.metrics.ConnectionAttempt(string(res))
@@ -319,7 +322,8 @@ func parseSubscription(r *http.Request, maxTopics int) (stream.Subscription, err
 }
 
 // clientIP is the address limits count against: the peer, or the address
-// in X-Forwarded-For when the peer is a trusted proxy (Echo's IPExtractor).
+// in X-Forwarded-For when the peer is a trusted proxy (Echo's IPExtractor,
+// see proxies.client).
 func clientIP(c echo.Context) netip.Addr {
 	a, err := netip.ParseAddr(c.RealIP())
 	if err != nil {
@@ -328,13 +332,9 @@ func clientIP(c echo.Context) netip.Addr {
 	return a.Unmap()
 }
 
+// connKey holds the accepted connection in its requests' contexts (see
+// connGate.connContext), so a stream can cap its socket's send buffer.
 type connKey struct{}
-
-// connContext keeps the accepted connection in its requests' contexts, so
-// a stream can cap its socket's send buffer.
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
-}
 
 // capSendBuffer sets SO_SNDBUF on a stream's socket. Linux otherwise lets
 // the buffer grow to megabytes, hiding a stalled client from the write

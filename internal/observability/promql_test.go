@@ -71,6 +71,7 @@ func exportedSeries(t *testing.T) (series map[string]bool, declaredOnly []string
 	// needs the registry the service's /metrics serves.
 	metrics.New(rec)
 	metrics.NewBroker(rec) // with SSE_BROKER=nats
+	metrics.NewConns(rec)
 
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -538,3 +538,49 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestClientResetsAreNotDrops: clients that reset their connection while
+// events flow (a closed tab, a phone losing its network) left; they did not
+// fail. Over real sockets, every stream is reset with RST (SO_LINGER 0)
+// while a publisher keeps writing to their topic: none may be counted as a
+// drop.
+func TestClientResetsAreNotDrops(t *testing.T) {
+	s := startService(t, map[string]string{"SSE_MAX_CONNECTIONS_PER_IP": "0", "SSE_CLOCK_INTERVAL": "0"})
+	const streams = 200
+	clients := make([]*sseClient, streams)
+	for i := range clients {
+		clients[i] = s.subscribe("/v1/events?topic=churn")
+		readFirstFrame(t, clients[i])
+	}
+	waitMetric(t, s, "sse_connected_clients", streams)
+	stop := make(chan struct{})
+	published := make(chan int)
+	go func() {
+		n := 0
+		defer func() { published <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			s.publish("churn", strings.Repeat("p", 2000))
+			n++
+		}
+	}()
+	for _, c := range clients {
+		tcp := c.conn.(*net.TCPConn)
+		if err := tcp.SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		tcp.Close() // RST: the server's next write fails with ECONNRESET or EPIPE
+	}
+	waitMetric(t, s, "sse_connected_clients", 0)
+	close(stop)
+	n := <-published
+	for _, reason := range []string{"write_error", "slow"} {
+		if got := s.metric(`sse_clients_dropped_total{reason="` + reason + `"}`); got != 0 {
+			t.Errorf("%d streams reset by their clients (while %d events were published) counted as dropped (%s): %v", streams, n, reason, got)
+		}
+	}
+}

@@ -72,6 +72,7 @@ func exportedSeries(t *testing.T) (series map[string]bool, declaredOnly []string
 	metrics.New(rec)
 	metrics.NewBroker(rec) // with SSE_BROKER=nats
 	metrics.NewConns(rec)
+	metrics.RegisterHistory(rec, func() metrics.HistoryStats { return metrics.HistoryStats{} }) // with SSE_BROKER=memory
 
 	mfs, err := reg.Gather()
 	if err != nil {

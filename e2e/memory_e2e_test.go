@@ -196,14 +196,30 @@ func TestMemoryStaysBoundedUnderFreshTopics(t *testing.T) {
 				mu.Unlock()
 				continue
 			}
-			// Half the time a recent event resumed from just before it
-			// (likely still retained: exact), else any event resumed from
-			// any earlier one (likely evicted: sse-gap).
+			// Half the time a recent event resumed from the event just
+			// before it in the stream (likely still retained: exact), else
+			// any event resumed from any earlier one (likely evicted:
+			// sse-gap). The log is in the order answers came, not quite
+			// the stream's: "earlier" is by sequence.
 			i := 1 + rng.IntN(len(log)-1)
-			j := rng.IntN(i)
-			if rng.IntN(2) == 0 {
+			recent := rng.IntN(2) == 0
+			if recent {
 				i = len(log) - 1 - rng.IntN(min(len(log)-1, 20))
-				j = i - 1
+			}
+			seq := streamSeq(log[i].id)
+			j := -1
+			for k := max(0, i-200); k < i; k++ {
+				ks := streamSeq(log[k].id)
+				if ks >= seq {
+					continue
+				}
+				if j < 0 || (recent && ks > streamSeq(log[j].id)) || (!recent && rng.IntN(3) == 0) {
+					j = k
+				}
+			}
+			if j < 0 {
+				mu.Unlock()
+				continue
 			}
 			target, after := log[i], log[j]
 			mu.Unlock()

@@ -69,6 +69,12 @@ func (s *sseStream) read(done chan<- struct{}) {
 			}
 			f, data = frame{}, nil
 		case strings.HasPrefix(line, ":"):
+			if f == (frame{}) && data == nil {
+				// A comment alone (a heartbeat) has no blank line after
+				// it: it is a frame of its own.
+				s.frames <- frame{comment: true}
+				continue
+			}
 			f.comment = true
 		default:
 			name, value, _ := strings.Cut(line, ":")

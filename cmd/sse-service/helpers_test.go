@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -158,6 +159,8 @@ type sseClient struct {
 	code int
 	// position is the id of the stream's sse-position event, once read.
 	position string
+	// aborted: readAll found the response ended without its last chunk.
+	aborted bool
 }
 
 // subscribe opens GET path on the public listener with extra request
@@ -243,10 +246,15 @@ func (c *sseClient) read(timeout time.Duration) (event, error) {
 	}
 }
 
-// readAll reads until the stream ends and returns the raw text.
+// readAll reads until the stream ends and returns the raw text. A response
+// that ends as a broken connection (a chunked body without its last chunk,
+// as a drain or a refusal ends one) is no error: it sets aborted.
 func (c *sseClient) readAll(timeout time.Duration) (string, error) {
 	c.conn.SetReadDeadline(time.Now().Add(timeout))
 	b, err := io.ReadAll(c.r)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		c.aborted, err = true, nil
+	}
 	return string(b), err
 }
 

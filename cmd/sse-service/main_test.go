@@ -405,8 +405,8 @@ func TestConnectionLimits(t *testing.T) {
 				// The same refusal, asked as an EventSource asks.
 				c = s.subscribe("/v1/events?topic=t", h[:len(h)-1]...)
 				rest, err := c.readAll(10 * time.Second)
-				if c.code != 200 || err != nil || !strings.HasPrefix(c.head.Get("Content-Type"), "text/event-stream") {
-					t.Fatalf("refused EventSource: %d %q %v, want a 200 event stream", c.code, c.head.Get("Content-Type"), err)
+				if c.code != 200 || err != nil || !c.aborted || !strings.HasPrefix(c.head.Get("Content-Type"), "text/event-stream") {
+					t.Fatalf("refused EventSource: %d %q %v (ended as a broken connection: %v), want a 200 event stream that breaks off, so every client library comes back", c.code, c.head.Get("Content-Type"), err, c.aborted)
 				}
 				var ms, data int
 				if _, err := fmt.Sscanf(rest, "retry: %d\nevent: sse-reconnect\ndata: {\"reason\":\""+tt.reason+"\",\"retryMs\":%d}\n\n", &ms, &data); err != nil || ms < 1000 || data != ms {
@@ -452,8 +452,8 @@ func TestDrainOnShutdown(t *testing.T) {
 
 	for i, c := range clients {
 		rest, err := c.readAll(20 * time.Second)
-		if err != nil {
-			t.Fatalf("stream %d: %v after %q", i, err, rest)
+		if err != nil || !c.aborted {
+			t.Fatalf("stream %d: %v (ended as a broken connection: %v) after %q; want it to break off, so every client library reconnects", i, err, c.aborted, rest)
 		}
 		var ms, data int
 		frame, end, _ := strings.Cut(rest, "}\n\n")

@@ -537,8 +537,8 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	retry := regexp.MustCompile(`^retry: (\d+)\nevent: sse-reconnect\ndata: \{"reason":"draining","retryMs":\d+\}\n\n$`)
 	for i := range open {
 		sm := retry.FindStringSubmatch(rests[i])
-		if errs[i] != nil || sm == nil {
-			t.Fatalf("stream %d ended with %q (%v), want one retry field, one sse-reconnect event and a clean end", i, rests[i], errs[i])
+		if errs[i] != nil || sm == nil || !open[i].aborted {
+			t.Fatalf("stream %d ended with %q (%v, broken off: %v), want one retry field, one sse-reconnect event and an end without the last chunk", i, rests[i], errs[i], open[i].aborted)
 		}
 		if ms, _ := strconv.Atoi(sm[1]); ms < 1 || ms > 5000 {
 			t.Fatalf("stream %d told to retry after %d ms, want 1-5000 (SSE_RECONNECT_JITTER 5s)", i, ms)

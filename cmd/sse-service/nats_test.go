@@ -90,9 +90,16 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatalf("publish with NATS down = %d %s, want 503", code, body)
 	}
 	// A resume that needs the history cannot read it now: 503 with
-	// Retry-After. (One at the newest event needs nothing and is served.)
-	if r := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+zero); r.code != http.StatusServiceUnavailable || r.head.Get("Retry-After") == "" {
+	// Retry-After to a client that reads status codes; an EventSource,
+	// which would give up on a 503, is told to come back. (One at the
+	// newest event needs nothing and is served.)
+	if r := s.subscribe("/v1/events?topic=t", "Accept: application/json", "Last-Event-ID: "+zero); r.code != http.StatusServiceUnavailable || r.head.Get("Retry-After") == "" {
 		t.Fatalf("resume with NATS down = %d (Retry-After %q), want 503 with Retry-After", r.code, r.head.Get("Retry-After"))
+	}
+	r := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+zero)
+	if rest, err := r.readAll(10 * time.Second); r.code != http.StatusOK || err != nil || !r.aborted ||
+		!strings.Contains(rest, "event: sse-reconnect\ndata: {\"reason\":\"unavailable\"") {
+		t.Fatalf("resume with NATS down, as an EventSource: %d %q (%v, broken off: %v), want 200 with an sse-reconnect event (unavailable) that breaks off", r.code, rest, err, r.aborted)
 	}
 	// The stream is still open: heartbeats keep coming.
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -51,23 +54,50 @@ func errorHandler(log *slog.Logger, failures *ratelog.Logger, jitter time.Durati
 			// not an error of the service itself.
 			failures.Log(slog.LevelWarn, "request failed", "method", c.Request().Method, "path", c.Path(), "status", ae.status, "err", err)
 		}
-		h := c.Response().Header()
-		if ae.retryAfter > 0 {
-			h.Set("Retry-After", strconv.Itoa(int(ae.retryAfter.Seconds())))
-		}
-		if ae.header[0] != "" {
-			h.Set(ae.header[0], ae.header[1])
-		}
-		h.Set("Cache-Control", "no-store")
+		errorHeader(c.Response().Header(), ae)
+		c.Response().Header().Set("Content-Type", echo.MIMEApplicationJSON)
 		if c.Request().Method == http.MethodHead {
 			err = c.NoContent(ae.status)
 		} else {
-			err = c.JSON(ae.status, map[string]string{"error": ae.msg})
+			err = c.Blob(ae.status, echo.MIMEApplicationJSON, errorBody(ae))
 		}
 		if err != nil {
 			log.Debug("write error response", "err", err)
 		}
 	}
+}
+
+// errorHeader sets the headers of an error answer.
+func errorHeader(h http.Header, ae *apiError) {
+	if ae.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(ae.retryAfter.Seconds())))
+	}
+	if ae.header[0] != "" {
+		h.Set(ae.header[0], ae.header[1])
+	}
+	h.Set("Cache-Control", "no-store")
+}
+
+// errorBody is the JSON body of an error answer: {"error": "..."}.
+func errorBody(ae *apiError) []byte {
+	b, _ := json.Marshal(map[string]string{"error": ae.msg}) // cannot fail: strings
+	return append(b, '\n')
+}
+
+// writeError writes a complete error answer, as errorHandler does, on a
+// connection taken over from net/http (a stream that failed before its
+// first byte), and tells the client the connection closes.
+func writeError(w io.Writer, ae *apiError) error {
+	body := errorBody(ae)
+	h := http.Header{}
+	errorHeader(h, ae)
+	h.Set("Content-Type", echo.MIMEApplicationJSON)
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	res := &http.Response{
+		StatusCode: ae.status, ProtoMajor: 1, ProtoMinor: 1, Header: h,
+		ContentLength: int64(len(body)), Body: io.NopCloser(bytes.NewReader(body)), Close: true,
+	}
+	return res.Write(w)
 }
 
 func toAPIError(err error, jitter time.Duration) *apiError {

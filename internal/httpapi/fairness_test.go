@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -82,12 +83,21 @@ func tryRawStream(t testing.TB, addr, from, accept, xff string) (rawStream, erro
 		return rawStream{}, fmt.Errorf("read answer from %s: %w", from, err)
 	}
 	out := rawStream{status: res.StatusCode, conn: conn}
-	if res.StatusCode == http.StatusOK && res.ContentLength < 0 {
-		_ = conn.SetDeadline(time.Time{})
-		out.reader = bufio.NewReader(res.Body)
-		return out, nil // a stream: chunked, never ends on its own
+	body := bufio.NewReader(res.Body)
+	if res.StatusCode == http.StatusOK {
+		// A stream opens with its first frame; a refusal told as a stream
+		// with retry: and an sse-reconnect event, then it breaks off.
+		first, err := body.Peek(len("retry: 1000\n: connected"))
+		if err == nil && strings.Contains(string(first), ": connected") {
+			_ = conn.SetDeadline(time.Time{})
+			out.reader = body
+			return out, nil // a stream: chunked, never ends on its own
+		}
 	}
-	b, err := io.ReadAll(res.Body)
+	b, err := io.ReadAll(body)
+	if errors.Is(err, io.ErrUnexpectedEOF) && res.Header.Get("Content-Type") == "text/event-stream" {
+		err = nil // the refusal's end: a broken connection, so clients come back
+	}
 	if err != nil {
 		return rawStream{}, fmt.Errorf("read refusal from %s: %w", from, err)
 	}

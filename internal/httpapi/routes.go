@@ -25,6 +25,26 @@ func (s *server) routes(e *echo.Echo) {
 	e.GET("/*", s.handleStatic())
 }
 
+// methodNotAllowed answers 405 with Allow, as Echo's router does for the
+// methods a path has no route for.
+func methodNotAllowed(allowed ...string) echo.HandlerFunc {
+	allow := strings.Join(append([]string{http.MethodOptions}, allowed...), ", ")
+	return func(c echo.Context) error {
+		c.Response().Header().Set("Allow", allow)
+		return newError(http.StatusMethodNotAllowed, "method "+c.Request().Method+" not allowed: use "+strings.Join(allowed, " or "))
+	}
+}
+
+// isPublishPath reports whether p is /v1/topics/{topic}/events.
+func isPublishPath(p string) bool {
+	topic, ok := strings.CutPrefix(p, "/v1/topics/")
+	if !ok {
+		return false
+	}
+	topic, ok = strings.CutSuffix(topic, "/events")
+	return ok && topic != "" && !strings.Contains(topic, "/")
+}
+
 // isStream tells the stream route apart: it has its own span and its
 // duration is sse_connection_duration_seconds, not a request metric.
 func isStream(r *http.Request) bool {
@@ -46,7 +66,13 @@ func (s *server) handleOpenAPI() echo.HandlerFunc {
 // policy: the page loads nothing from elsewhere.
 func (s *server) handleStatic() echo.HandlerFunc {
 	files := http.FileServerFS(s.opts.Static)
+	publishOnly := methodNotAllowed(http.MethodPost)
 	return func(c echo.Context) error {
+		if isPublishPath(c.Request().URL.EscapedPath()) {
+			// The path exists, for POST only: a GET lands here (the
+			// catch-all is GET) and gets what any other method gets.
+			return publishOnly(c)
+		}
 		name := strings.TrimPrefix(path.Clean("/"+c.Param("*")), "/")
 		if name == "" {
 			name = "index.html"

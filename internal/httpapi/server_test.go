@@ -143,6 +143,9 @@ type response struct {
 	status int
 	header http.Header
 	body   string
+	// aborted: the response ended as a broken connection (no last chunk),
+	// as a stream that wants its client back ends.
+	aborted bool
 }
 
 func (ts *testServer) do(t *testing.T, method, path string, header map[string]string, body string) response {
@@ -160,10 +163,11 @@ func (ts *testServer) do(t *testing.T, method, path string, header map[string]st
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	if err != nil {
+	aborted := errors.Is(err, io.ErrUnexpectedEOF)
+	if err != nil && !aborted {
 		t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
-	return response{status: res.StatusCode, header: res.Header, body: string(b)}
+	return response{status: res.StatusCode, header: res.Header, body: string(b), aborted: aborted}
 }
 
 // rawGet sends target exactly as written (no client-side path cleaning)
@@ -287,6 +291,9 @@ func TestSubscribeRefusalsAreCountedAndExplained(t *testing.T) {
 	if r.status != http.StatusOK || r.header.Get("Content-Type") != "text/event-stream" ||
 		!regexp.MustCompile(`^retry: [1-3]000\nevent: sse-reconnect\ndata: \{"reason":"draining","retryMs":[1-3]000\}\n\n$`).MatchString(r.body) {
 		t.Fatalf("draining, as an EventSource: %d %q %q; want 200, a retry and one sse-reconnect event", r.status, r.header.Get("Content-Type"), r.body)
+	}
+	if !r.aborted {
+		t.Fatalf("draining, as an EventSource: the response ended cleanly; want it ended as a broken connection, which every client library reconnects after")
 	}
 	if got, want := ts.metrics.count(rejectedDraining), 2; got != want {
 		t.Fatalf("rejected_draining counted %d times, want %d", got, want)

@@ -76,19 +76,89 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 		// underneath, whose FlushError reports a missed deadline.
 		raw := w.Writer
 		rc := http.NewResponseController(raw)
+		eventStream := acceptsEventStream(r)
 		if r.ProtoMajor == 1 && r.ProtoMinor >= 1 {
 			if conn, _, err := rc.Hijack(); err == nil {
-				s.detach(conn, sub, ip, responseHead(h), span)
+				s.detach(conn, sub, ip, responseHead(h), eventStream, span)
 				return nil
 			}
 		}
-		// Not hijackable (HTTP/2 or HTTP/1.0): stream in the handler.
+		// Not hijackable (HTTP/2 or HTTP/1.0): stream in the handler. The
+		// head goes with the first write, so a resume that fails before it
+		// is answered as on the hijacked path.
 		defer s.limiter.release(ip)
-		w.WriteHeader(http.StatusOK)
-		res := s.hub.Stream(trace.ContextWithSpan(r.Context(), span), responseConn{w: raw, rc: rc}, sub)
+		conn := &responseConn{w: raw, rc: rc}
+		res := s.hub.Stream(trace.ContextWithSpan(r.Context(), span), conn, sub)
 		s.streamEnded(span, sub, res)
+		switch s.streamEnd(res, conn.wrote, eventStream) {
+		case endClose, endClean:
+		case endError:
+			// Nothing was sent: the stream's headers go, the error's come.
+			for _, k := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
+				h.Del(k)
+			}
+			return s.unavailable(res.Err)
+		case endReconnect:
+			s.unavailable(res.Err) // logs it
+			_, _ = conn.Write(stream.AppendReconnect(nil, retryAfter(s.opts.ReconnectJitter), stream.ReconnectUnavailable))
+			_ = conn.Flush()
+			panic(http.ErrAbortHandler)
+		case endAbort:
+			// net/http ends the response without its last chunk (HTTP/1.x)
+			// or resets the stream (HTTP/2).
+			panic(http.ErrAbortHandler)
+		}
 		return nil
 	}
+}
+
+// How a stream's response ends.
+type streamEndKind int
+
+const (
+	// endClose adds nothing: the client is gone, or was dropped.
+	endClose streamEndKind = iota
+	// endClean finishes the response properly after its last frame: the
+	// client should not come back on its own (its token expired).
+	endClean
+	// endAbort ends it as a broken connection: every client library
+	// reconnects after that, while a clean end stops some (r3labs/sse,
+	// fetch-event-source; see PITFALLS). A drain ends so, after its
+	// retry: and sse-reconnect event.
+	endAbort
+	// endError answers an error instead of the stream: nothing was written
+	// yet (a resume the backend could not serve) and the client reads
+	// status codes.
+	endError
+	// endReconnect answers such a failure to an event-stream client as a
+	// refusal worth retrying: 200, retry:, one sse-reconnect event, and an
+	// aborted end (an EventSource gives up for good on a 503).
+	endReconnect
+)
+
+// streamEnd says how to end the response of a stream that ended with res,
+// whatever the protocol: HTTP/1.1 (hijacked), HTTP/1.0 and HTTP/2 answer
+// alike. wrote is whether anything of the stream was sent.
+func (s *server) streamEnd(res stream.Result, wrote, eventStream bool) streamEndKind {
+	switch {
+	case res.Reason == stream.ClosedUnavailable && !wrote && eventStream:
+		return endReconnect
+	case res.Reason == stream.ClosedUnavailable && !wrote:
+		return endError
+	case res.Reason == stream.ClosedAuthExpired:
+		return endClean
+	case res.Reason.Final():
+		return endAbort
+	}
+	return endClose
+}
+
+// unavailable is the error a stream answers when its resume cannot be
+// served now (the broker is unreachable), logged with the cause.
+func (s *server) unavailable(cause error) *apiError {
+	s.failures.Log(slog.LevelWarn, "request failed", "method", http.MethodGet, "path", routeSubscribe, "status", http.StatusServiceUnavailable,
+		"err", cause)
+	return &apiError{status: http.StatusServiceUnavailable, msg: "event backend unavailable, cannot resume now; retry later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
 }
 
 // admit checks a subscribe request (topics, token, drain, limits) and counts the
@@ -127,12 +197,20 @@ func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) 
 // up for good on any status but 200, so it gets a 200 event stream that
 // says when to come back (retry:, one sse-reconnect event) and ends. The
 // attempt was already counted with its refusing result.
+//
+// The response then ends as a broken connection does (no last chunk on
+// HTTP/1.1, a reset stream on HTTP/2): every client library reconnects
+// after that, while a clean end stops some (see PITFALLS).
 func refuseAsStream(c echo.Context, ae *apiError) error {
-	h := c.Response().Header()
+	w := c.Response()
+	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	return c.Blob(http.StatusOK, "text/event-stream", stream.AppendReconnect(nil, ae.retryAfter, ae.reconnect))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(stream.AppendReconnect(nil, ae.retryAfter, ae.reconnect))
+	_ = http.NewResponseController(w.Writer).Flush()
+	panic(http.ErrAbortHandler)
 }
 
 // acceptsEventStream reports whether the request lists text/event-stream
@@ -170,7 +248,7 @@ func (s *server) streamEnded(span trace.Span, sub stream.Subscription, res strea
 // sent before the hijack, announced it).
 //
 // The goroutine belongs to s: Shutdown waits for it, Close ends it.
-func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte, span trace.Span) {
+func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte, eventStream bool, span trace.Span) {
 	s.track(conn, true)
 	s.streams.Add(1)
 	go func() {
@@ -191,17 +269,19 @@ func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, h
 		cc := &chunkConn{conn: conn, head: head, crlf: [2]byte{'\r', '\n'}}
 		res := s.hub.Stream(ctx, cc, sub)
 		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-		switch {
-		case res.Reason.Final():
-			// End the chunked body properly: the client sees a clean end
-			// after the last frame it was just sent.
+		switch s.streamEnd(res, cc.head == nil, eventStream) {
+		case endClose:
+		case endClean:
+			// The last chunk: the client sees a clean end after the last
+			// frame it was sent.
 			_, _ = conn.Write([]byte("0\r\n\r\n"))
-		case res.Reason == stream.ClosedUnavailable && cc.head != nil:
-			// Nothing was sent yet (the history could not be read for a
-			// resume): answer 503 as a handler would.
-			s.failures.Log(slog.LevelWarn, "request failed", "method", http.MethodGet, "path", routeSubscribe, "status", http.StatusServiceUnavailable,
-				"err", res.Err)
-			_, _ = conn.Write(unavailableResponse(retryAfter(s.opts.ReconnectJitter)))
+		case endError:
+			_ = writeError(conn, s.unavailable(res.Err))
+		case endReconnect:
+			s.unavailable(res.Err) // logs it
+			_, _ = cc.Write(stream.AppendReconnect(nil, retryAfter(s.opts.ReconnectJitter), stream.ReconnectUnavailable))
+		case endAbort:
+			// Closing the connection without the last chunk.
 		}
 		conn.Close()
 		<-closed
@@ -218,18 +298,6 @@ func (s *server) track(conn net.Conn, add bool) {
 	} else {
 		delete(s.conns, conn)
 	}
-}
-
-// unavailableResponse is a complete 503 answer for a stream whose resume
-// could not be served because the broker is unreachable.
-func unavailableResponse(retry time.Duration) []byte {
-	body := `{"error":"event backend unavailable, cannot resume now; retry later"}` + "\n"
-	return []byte("HTTP/1.1 503 Service Unavailable\r\n" +
-		"Content-Type: application/json\r\n" +
-		"Cache-Control: no-store\r\n" +
-		"Retry-After: " + strconv.Itoa(int(retry.Seconds())) + "\r\n" +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
-		"Connection: close\r\n\r\n" + body)
 }
 
 // responseHead is the status line and headers of a stream's response, with
@@ -354,10 +422,14 @@ func (s *server) capSendBuffer(ctx context.Context) {
 
 // responseConn adapts an HTTP response to stream.Conn.
 type responseConn struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	wrote bool // the head (200) went with the first write
 }
 
-func (c responseConn) Write(p []byte) (int, error)        { return c.w.Write(p) }
-func (c responseConn) Flush() error                       { return c.rc.Flush() }
-func (c responseConn) SetWriteDeadline(t time.Time) error { return c.rc.SetWriteDeadline(t) }
+func (c *responseConn) Write(p []byte) (int, error) {
+	c.wrote = true
+	return c.w.Write(p)
+}
+func (c *responseConn) Flush() error                       { return c.rc.Flush() }
+func (c *responseConn) SetWriteDeadline(t time.Time) error { return c.rc.SetWriteDeadline(t) }

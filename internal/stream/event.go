@@ -51,6 +51,9 @@ const (
 	ReconnectDraining = "draining"         // this instance is shutting down
 	ReconnectLimit    = "connection_limit" // the instance's stream limit
 	ReconnectIPLimit  = "ip_limit"         // the limit per client address
+	// ReconnectUnavailable: the event backend could not serve the resume
+	// now (it is unreachable); the stream is opened again later.
+	ReconnectUnavailable = "unavailable"
 )
 
 // ErrInvalid marks a message that can never be accepted (bad topic, type or

@@ -149,8 +149,10 @@ const (
 )
 
 // Final reports whether the hub ended the stream on purpose after writing
-// its last frame (a retry on shutdown, sse-auth-expired), so the response
-// can be ended properly, rather than because writing or the client failed.
+// its last frame (a retry on shutdown, sse-auth-expired), rather than
+// because writing or the client failed: the HTTP layer then ends the
+// response as that frame asks (broken off after a drain, so every client
+// reconnects; cleanly after sse-auth-expired).
 func (r CloseReason) Final() bool {
 	return r == DroppedShutdown || r == ClosedAuthExpired
 }

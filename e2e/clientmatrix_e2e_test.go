@@ -73,6 +73,11 @@ func TestClientMatrix(t *testing.T) {
 		row := table.add(lib.name)
 		t.Run(lib.name, func(t *testing.T) {
 			t.Parallel()
+			t.Cleanup(func() {
+				if t.Skipped() {
+					row.setVersion("skipped: a tool is missing (see the test's log)")
+				}
+			})
 			open, version := lib.prepare(t)
 			row.setVersion(version)
 			t.Logf("%s: %s", lib.name, version)

@@ -22,6 +22,8 @@ type browser struct {
 	out    *bufio.Scanner
 	mu     sync.Mutex
 	nextID int
+
+	version string // Chromium's, as the driver reports it
 }
 
 // startBrowser launches Debian's chromium through playwright-core. It skips
@@ -75,6 +77,7 @@ func startBrowser(t *testing.T) *browser {
 		t.Fatalf("starting chromium: %v", err)
 	}
 	t.Logf("browser: %s", version)
+	b.version = version
 	return b
 }
 

@@ -52,7 +52,7 @@ func inCI() bool {
 // need skips t (or fails it under CI=true) when a tool is missing.
 func need(t *testing.T, what, err string) {
 	t.Helper()
-	msg := fmt.Sprintf("%s: %s; install what the end-to-end tests need with `sudo e2e/setup` (Debian: chromium, nginx, playwright-core from npm)", what, err)
+	msg := fmt.Sprintf("%s: %s; install what the end-to-end tests need with `sudo e2e/setup` (Debian: chromium, nginx; from npm: playwright-core, and the client matrix's Node 22 and SSE libraries)", what, err)
 	if inCI() {
 		t.Fatal(msg)
 	}

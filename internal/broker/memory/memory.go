@@ -234,7 +234,7 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 		ev := stream.NewEvent(b.id(b.seq), b.seq, m, now)
 		b.store(m.Topic, ev)
 		if m.IdempotencyKey != "" {
-			b.remember(key, b.seq, now.Add(b.opts.IdempotencyWindow).UnixNano(), now)
+			b.remember(key, b.seq, now.Add(b.opts.IdempotencyWindow).UnixNano())
 		}
 		out[i] = stream.Published{ID: ev.ID}
 		b.feed.Deliver(ev)
@@ -312,7 +312,7 @@ func (b *Broker) evictFront() bool {
 
 // remember adds an idempotency key, forgetting the oldest when the table is
 // full.
-func (b *Broker) remember(k keyHash, seq uint64, expires int64, now time.Time) {
+func (b *Broker) remember(k keyHash, seq uint64, expires int64) {
 	for len(b.keys) >= b.opts.MaxKeys && b.keyOrder.len() > 0 {
 		if b.forgetOldestKey() {
 			b.keysLost++

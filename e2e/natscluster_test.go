@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sse-service/sse-service/internal/testutil/natstest"
 )
 
 // natsServerBinary builds nats-server (the version in go.mod) once, for the
@@ -59,7 +61,7 @@ func startNATSCluster(t *testing.T, n int) *natsCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 2*n)
+	ports := natstest.FreePorts(t, 2*n)
 	var routes []string
 	for i := range n {
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[n+i]))
@@ -197,23 +199,4 @@ func (c *natsCluster) leader(stream string) (*natsNode, []*natsNode) {
 			c.t.Fatalf("stream %s has no leader after 30s", stream)
 		}
 	}
-}
-
-// freePorts returns n loopback ports free right now.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
 }

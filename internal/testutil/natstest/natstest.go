@@ -36,13 +36,7 @@ func Start(t testing.TB) *Server {
 // started: a test can point a client at URL before the server exists.
 func Reserve(t testing.TB) *Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	n := &Server{t: t, dir: t.TempDir(), port: port}
+	n := &Server{t: t, dir: t.TempDir(), port: FreePorts(t, 1)[0]}
 	t.Cleanup(n.Stop)
 	return n
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"github.com/sse-service/sse-service/internal/testutil/tcpproxy"
 	"io"
 	"net"
 	"net/http"
@@ -22,18 +23,11 @@ import (
 // of every request (a reconnect's Last-Event-ID), how many connections it
 // refused, and how many heartbeat comments went to the client.
 type cutProxy struct {
-	ln     net.Listener
-	target string
-	dialer net.Dialer
+	*tcpproxy.Proxy
 
 	mu         sync.Mutex // guards below
-	conns      map[net.Conn]struct{}
-	refuse     bool
-	refused    int
 	requests   []proxiedRequest
 	heartbeats int
-
-	wg sync.WaitGroup
 }
 
 // proxiedRequest is the head of one request the proxy forwarded.
@@ -57,48 +51,31 @@ var (
 // when the test ends.
 func startCutProxy(t *testing.T, target, source string) *cutProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	if source != "" {
-		p.dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}
-	}
-	p.wg.Go(p.accept)
-	t.Cleanup(func() {
-		ln.Close()
-		p.sever()
-		p.wg.Wait()
+	p := &cutProxy{}
+	p.Proxy = tcpproxy.StartWith(t, target, tcpproxy.Options{
+		Source: source,
+		Watch: func() (up, down func([]byte)) {
+			last := -1 // the index of the connection's last request in p.requests
+			return p.heads(&last), p.answers(&last)
+		},
 	})
 	return p
 }
 
-func (p *cutProxy) url() string { return "http://" + p.ln.Addr().String() }
+func (p *cutProxy) url() string { return "http://" + p.Addr() }
 
 // sever closes every open connection in both directions.
-func (p *cutProxy) sever() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
+func (p *cutProxy) sever() { p.Sever() }
 
 // setRefuse makes the proxy close new connections at once (on), or forward
 // them again (off).
-func (p *cutProxy) setRefuse(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.refuse = on
-}
+func (p *cutProxy) setRefuse(on bool) { p.Refuse(on) }
 
 // counts returns how many connections were refused and heartbeats passed.
 func (p *cutProxy) counts() (refused, heartbeats int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.refused, p.heartbeats
+	return p.Refused(), p.heartbeats
 }
 
 // streamRequests returns the heads of the stream requests (GET /v1/events)
@@ -107,67 +84,6 @@ func (p *cutProxy) streamRequests() []proxiedRequest {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.DeleteFunc(slices.Clone(p.requests), func(r proxiedRequest) bool { return r.path != "/v1/events" })
-}
-
-func (p *cutProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		refuse := p.refuse
-		if refuse {
-			p.refused++
-		}
-		p.mu.Unlock()
-		if refuse {
-			c.Close()
-			continue
-		}
-		p.wg.Go(func() { p.serve(c) })
-	}
-}
-
-func (p *cutProxy) serve(client net.Conn) {
-	upstream, err := p.dialer.Dial("tcp", p.target)
-	if err != nil {
-		client.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns[client] = struct{}{}
-	p.conns[upstream] = struct{}{}
-	p.mu.Unlock()
-	last := -1 // the index of the connection's last request in p.requests
-	var wg sync.WaitGroup
-	wg.Go(func() { p.copy(upstream, client, p.heads(&last)) })
-	wg.Go(func() { p.copy(client, upstream, p.answers(&last)) })
-	wg.Wait()
-	p.mu.Lock()
-	delete(p.conns, client)
-	delete(p.conns, upstream)
-	p.mu.Unlock()
-}
-
-// copy forwards src to dst, showing every chunk to see; when either side
-// ends or breaks, both connections are closed.
-func (p *cutProxy) copy(dst, src net.Conn, see func([]byte)) {
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			see(buf[:n])
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // heads returns a watcher of one connection's client-to-server bytes that

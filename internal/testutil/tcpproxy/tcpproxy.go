@@ -15,22 +15,46 @@ import (
 type Proxy struct {
 	ln     net.Listener
 	target string
+	opts   Options
+	dialer net.Dialer
 
-	mu     sync.Mutex // guards conns, flow, refuse
-	conns  map[net.Conn]struct{}
-	flow   chan struct{} // closed while bytes may flow
-	refuse bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex // guards conns, flow, refuse, refused
+	conns   map[net.Conn]struct{}
+	flow    chan struct{} // closed while bytes may flow
+	refuse  bool
+	refused int
+	wg      sync.WaitGroup
+}
+
+// Options are what a test may add to the plain proxy of Start.
+type Options struct {
+	// Source, when set, is the IP the proxy dials the target from (e.g.
+	// 127.0.0.21), so the server sees each proxy's clients as an address
+	// of their own.
+	Source string
+	// Watch, when set, is called for each forwarded connection and returns
+	// what sees its bytes: up those from the client, down those from the
+	// target, each chunk before it is passed on. Each runs on one goroutine.
+	Watch func() (up, down func([]byte))
 }
 
 // Start listens on 127.0.0.1:0 and forwards to target (host:port).
 func Start(t testing.TB, target string) *Proxy {
 	t.Helper()
+	return StartWith(t, target, Options{})
+}
+
+// StartWith is Start with opts.
+func StartWith(t testing.TB, target string, opts Options) *Proxy {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, flow: make(chan struct{})}
+	p := &Proxy{ln: ln, target: target, opts: opts, conns: map[net.Conn]struct{}{}, flow: make(chan struct{})}
+	if opts.Source != "" {
+		p.dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(opts.Source)}
+	}
 	close(p.flow)
 	p.wg.Add(1)
 	go p.accept()
@@ -77,6 +101,13 @@ func (p *Proxy) Refuse(on bool) {
 	p.refuse = on
 }
 
+// Refused is how many connections were closed at once while refusing.
+func (p *Proxy) Refused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
+}
+
 // Sever closes every open connection in both directions.
 func (p *Proxy) Sever() {
 	p.mu.Lock()
@@ -96,6 +127,9 @@ func (p *Proxy) accept() {
 		}
 		p.mu.Lock()
 		refuse := p.refuse
+		if refuse {
+			p.refused++
+		}
 		p.mu.Unlock()
 		if refuse {
 			c.Close()
@@ -106,29 +140,40 @@ func (p *Proxy) accept() {
 	}
 }
 
-func (p *Proxy) track(c net.Conn) {
+func (p *Proxy) track(c net.Conn, add bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.conns[c] = struct{}{}
+	if add {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
 }
 
 func (p *Proxy) serve(client net.Conn) {
 	defer p.wg.Done()
-	upstream, err := net.Dial("tcp", p.target)
+	upstream, err := p.dialer.Dial("tcp", p.target)
 	if err != nil {
 		client.Close()
 		return
 	}
-	p.track(client)
-	p.track(upstream)
+	p.track(client, true)
+	p.track(upstream, true)
+	up, down := func([]byte) {}, func([]byte) {}
+	if p.opts.Watch != nil {
+		up, down = p.opts.Watch()
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.copy(upstream, client) })
-	wg.Go(func() { p.copy(client, upstream) })
+	wg.Go(func() { p.copy(upstream, client, up) })
+	wg.Go(func() { p.copy(client, upstream, down) })
 	wg.Wait()
+	p.track(client, false)
+	p.track(upstream, false)
 }
 
-// copy forwards src to dst, holding each chunk while the proxy is frozen.
-func (p *Proxy) copy(dst, src net.Conn) {
+// copy forwards src to dst, showing each chunk to see and holding it while
+// the proxy is frozen.
+func (p *Proxy) copy(dst, src net.Conn, see func([]byte)) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -138,6 +183,7 @@ func (p *Proxy) copy(dst, src net.Conn) {
 			p.mu.Lock()
 			flow := p.flow
 			p.mu.Unlock()
+			see(buf[:n])
 			<-flow
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

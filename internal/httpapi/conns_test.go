@@ -137,13 +137,24 @@ var holders = map[string]func(t *testing.T, addr, from string) (net.Conn, error)
 // addresses, 16 at a time, and leaves them open until the test ends.
 func hold(t *testing.T, addr string, n int, kinds ...string) {
 	t.Helper()
+	if err := inParallel(n, func(i int) error {
+		_, err := holders[kinds[i%len(kinds)]](t, addr, source(i))
+		return err
+	}); err != nil {
+		t.Fatalf("attack connection: %v", err)
+	}
+}
+
+// inParallel runs fn(0) ... fn(n-1), 16 at a time, and returns the first
+// error any returned.
+func inParallel(n int, fn func(i int) error) error {
 	var wg sync.WaitGroup
 	work := make(chan int)
 	errs := make(chan error, n)
 	for range 16 {
 		wg.Go(func() {
 			for i := range work {
-				if _, err := holders[kinds[i%len(kinds)]](t, addr, source(i)); err != nil {
+				if err := fn(i); err != nil {
 					errs <- err
 				}
 			}
@@ -155,9 +166,7 @@ func hold(t *testing.T, addr string, n int, kinds ...string) {
 	close(work)
 	wg.Wait()
 	close(errs)
-	for err := range errs {
-		t.Fatalf("attack connection: %v", err)
-	}
+	return <-errs // nil when none failed
 }
 
 // publishOnce publishes over a new connection and returns the status.

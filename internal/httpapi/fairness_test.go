@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -184,30 +183,17 @@ func TestClientsBehindATrustedProxyEachGetTheirShare(t *testing.T) {
 
 	// 1000 clients through the proxy (127.0.0.1), opened 16 at a time: each
 	// gets its stream.
-	var wg sync.WaitGroup
-	errs := make(chan string, clients)
-	work := make(chan int)
-	for range 16 {
-		wg.Go(func() {
-			for i := range work {
-				s, err := tryRawStream(t, ts.addr, "127.0.0.1", "text/event-stream", client(i))
-				switch {
-				case err != nil:
-					errs <- fmt.Sprintf("client %s: %v", client(i), err)
-				case !s.admitted():
-					errs <- fmt.Sprintf("client %s: %s", client(i), s)
-				}
-			}
-		})
-	}
-	for i := range clients {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Fatalf("behind the trusted proxy, %s; want every client admitted", e)
+	if err := inParallel(clients, func(i int) error {
+		s, err := tryRawStream(t, ts.addr, "127.0.0.1", "text/event-stream", client(i))
+		switch {
+		case err != nil:
+			return fmt.Errorf("client %s: %w", client(i), err)
+		case !s.admitted():
+			return fmt.Errorf("client %s: %s", client(i), s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("behind the trusted proxy, %v; want every client admitted", err)
 	}
 
 	tests := []struct {

@@ -99,8 +99,7 @@ func (s *server) handleSubscribe() echo.HandlerFunc {
 			}
 			return s.unavailable(res.Err)
 		case endReconnect:
-			s.unavailable(res.Err) // logs it
-			_, _ = conn.Write(stream.AppendReconnect(nil, retryAfter(s.opts.ReconnectJitter), stream.ReconnectUnavailable))
+			_, _ = conn.Write(s.unavailableFrame(res.Err))
 			_ = conn.Flush()
 			panic(http.ErrAbortHandler)
 		case endAbort:
@@ -151,6 +150,13 @@ func (s *server) streamEnd(res stream.Result, wrote, eventStream bool) streamEnd
 		return endAbort
 	}
 	return endClose
+}
+
+// unavailableFrame is what an event-stream client is sent instead of the
+// 503 of unavailable (logged the same way): come back later.
+func (s *server) unavailableFrame(cause error) []byte {
+	ae := s.unavailable(cause)
+	return stream.AppendReconnect(nil, ae.retryAfter, stream.ReconnectUnavailable)
 }
 
 // unavailable is the error a stream answers when its resume cannot be
@@ -278,8 +284,7 @@ func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, h
 		case endError:
 			_ = writeError(conn, s.unavailable(res.Err))
 		case endReconnect:
-			s.unavailable(res.Err) // logs it
-			_, _ = cc.Write(stream.AppendReconnect(nil, retryAfter(s.opts.ReconnectJitter), stream.ReconnectUnavailable))
+			_, _ = cc.Write(s.unavailableFrame(res.Err))
 		case endAbort:
 			// Closing the connection without the last chunk.
 		}

@@ -142,6 +142,56 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// FieldError is a problem with one field of a Config: Field is the
+// field's name (such as "Secret"), so a caller can name its own setting.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	return fieldLabels[e.Field] + ": " + e.Err.Error()
+}
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// fieldLabels name Config's fields in FieldError messages.
+var fieldLabels = map[string]string{
+	"": "config", "Secret": "HS256 secret", "PublicKeyPEM": "public key",
+	"JWKSURL": "JWKS URL", "JWKSRefresh": "JWKS refresh interval", "Leeway": "leeway",
+}
+
+// Check returns every problem of c, in field order; NewVerifier refuses a
+// Config with any. It parses the public key but reads and fetches nothing.
+// A problem that is about no single field (no key source at all) has an
+// empty Field.
+func (c Config) Check() []*FieldError {
+	var out []*FieldError
+	bad := func(field string, err error) { out = append(out, &FieldError{Field: field, Err: err}) }
+	if len(c.Secret) == 0 && len(c.PublicKeyPEM) == 0 && c.JWKSURL == "" {
+		bad("", errors.New("no key source: set a secret, a public key or a JWKS URL"))
+	}
+	if n := len(c.Secret); n > 0 && n < MinSecretLen {
+		bad("Secret", fmt.Errorf("must be at least %d bytes (got %d bytes)", MinSecretLen, n))
+	}
+	if len(c.PublicKeyPEM) > 0 {
+		if _, _, err := parsePublicKeyPEM(c.PublicKeyPEM); err != nil {
+			bad("PublicKeyPEM", err)
+		}
+	}
+	if c.JWKSURL != "" {
+		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("JWKSURL", fmt.Errorf("%q is not an absolute http or https URL", c.JWKSURL))
+		}
+	}
+	if c.JWKSRefresh < 0 {
+		bad("JWKSRefresh", fmt.Errorf("%s must not be negative", c.JWKSRefresh))
+	}
+	if c.Leeway < 0 {
+		bad("Leeway", fmt.Errorf("%s must not be negative", c.Leeway))
+	}
+	return out
+}
+
 // Verifier verifies tokens against the keys of its Config. It is safe for
 // concurrent use. Whoever calls NewVerifier must call Close.
 type Verifier struct {
@@ -167,41 +217,24 @@ type Verifier struct {
 // without its keys would refuse every token. It then refreshes the set in the
 // background until Close. Every configuration problem is reported at once.
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
-	v := &Verifier{issuer: cfg.Issuer, aud: cfg.Audience, allowNoExp: cfg.AllowNoExpiry}
-	var errs []error
-	if len(cfg.Secret) == 0 && len(cfg.PublicKeyPEM) == 0 && cfg.JWKSURL == "" {
-		errs = append(errs, errors.New("no key source: set a secret, a public key or a JWKS URL"))
-	}
-	if len(cfg.Secret) > 0 {
-		if len(cfg.Secret) < MinSecretLen {
-			errs = append(errs, fmt.Errorf("HS256 secret of %d bytes: at least %d required", len(cfg.Secret), MinSecretLen))
+	if problems := cfg.Check(); len(problems) > 0 {
+		errs := make([]error, len(problems))
+		for i, p := range problems {
+			errs[i] = p
 		}
+		return nil, fmt.Errorf("jwt verifier: %w", errors.Join(errs...))
+	}
+	v := &Verifier{issuer: cfg.Issuer, aud: cfg.Audience, allowNoExp: cfg.AllowNoExpiry}
+	if len(cfg.Secret) > 0 {
 		v.secret = slices.Clone(cfg.Secret)
 		v.algs = append(v.algs, algHS256)
 	}
 	if len(cfg.PublicKeyPEM) > 0 {
-		key, alg, err := parsePublicKeyPEM(cfg.PublicKeyPEM)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("public key: %w", err))
-		} else {
-			v.pubKey, v.pubAlg = key, alg
-			v.algs = append(v.algs, alg)
-		}
+		v.pubKey, v.pubAlg, _ = parsePublicKeyPEM(cfg.PublicKeyPEM) // Check parsed it
+		v.algs = append(v.algs, v.pubAlg)
 	}
 	if cfg.JWKSURL != "" {
-		if u, err := url.Parse(cfg.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("JWKS URL %q: want an absolute http or https URL", cfg.JWKSURL))
-		}
 		v.algs = append(v.algs, algRS256, algES256)
-	}
-	if cfg.JWKSRefresh < 0 {
-		errs = append(errs, fmt.Errorf("JWKS refresh interval %s: must not be negative", cfg.JWKSRefresh))
-	}
-	if cfg.Leeway < 0 {
-		errs = append(errs, fmt.Errorf("leeway %s: must not be negative", cfg.Leeway))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("jwt verifier: %w", err)
 	}
 	slices.Sort(v.algs)
 	v.algs = slices.Compact(v.algs)

@@ -402,7 +402,7 @@ func TestNewVerifierRefusesBadConfig(t *testing.T) {
 		want []string // all in the error message
 	}{
 		{"no key source", Config{Issuer: testIssuer}, []string{"no key source"}},
-		{"short secret", Config{Secret: []byte("secret")}, []string{"6 bytes", "at least 32"}},
+		{"short secret", Config{Secret: []byte("secret")}, []string{"HS256 secret", "got 6 bytes", "at least 32"}},
 		{"not PEM", Config{PublicKeyPEM: []byte("ssh-rsa AAAA")}, []string{"no PEM block"}},
 		{"private key", Config{PublicKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})}, []string{"PRIVATE KEY", "public key only"}},
 		{"corrupt key", Config{PublicKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("junk")})}, []string{"parse PUBLIC KEY"}},
@@ -412,7 +412,7 @@ func TestNewVerifierRefusesBadConfig(t *testing.T) {
 		{"Ed25519 key", Config{PublicKeyPEM: publicPEM(t, edPub)}, []string{"ed25519", "not supported"}},
 		{"JWKS URL not http", Config{JWKSURL: "file:///etc/jwks.json"}, []string{"file:///etc/jwks.json", "http or https"}},
 		{"JWKS URL relative", Config{JWKSURL: "/jwks"}, []string{`"/jwks"`}},
-		{"negative durations", Config{Secret: testSecret, Leeway: -time.Second, JWKSRefresh: -time.Minute}, []string{"leeway -1s", "refresh interval -1m0s"}},
+		{"negative durations", Config{Secret: testSecret, Leeway: -time.Second, JWKSRefresh: -time.Minute}, []string{"leeway: -1s", "refresh interval: -1m0s"}},
 		{"every problem at once", Config{Secret: []byte("x"), JWKSURL: "ftp://idp"}, []string{"1 bytes", "ftp://idp"}},
 	}
 	for _, tt := range tests {

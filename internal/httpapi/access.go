@@ -12,12 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/sse-service/sse-service/internal/auth"
+	"github.com/sse-service/sse-service/internal/stream"
 )
-
-// TokenVerifier verifies a JWT and returns what it allows (auth.Verifier).
-type TokenVerifier interface {
-	Verify(token string) (*auth.Claims, error)
-}
 
 // clockTopic is the built-in topic, public even when every other topic is
 // private (PRIVATE_TOPICS=*), unless listed by name.
@@ -105,7 +101,7 @@ func (s *server) private(topic string) bool {
 // It returns when the stream's access expires (zero: never, e.g. all its
 // topics are public), or a 401/403 error and the sse_connections_total
 // result for it.
-func (s *server) authorizeSubscribe(r *http.Request, topics []string) (time.Time, string, error) {
+func (s *server) authorizeSubscribe(r *http.Request, topics []string) (time.Time, stream.ConnResult, error) {
 	var private []string
 	for _, t := range topics {
 		if s.private(t) {
@@ -117,15 +113,15 @@ func (s *server) authorizeSubscribe(r *http.Request, topics []string) (time.Time
 	}
 	tok := s.subscriberToken(r)
 	if tok == "" {
-		return time.Time{}, unauthorized, unauthorizedError("a token is required for topic %q: send Authorization: Bearer, the %s cookie or ?%s=", private[0], s.opts.AuthCookie, accessTokenParam)
+		return time.Time{}, stream.ConnUnauthorized, unauthorizedError("a token is required for topic %q: send Authorization: Bearer, the %s cookie or ?%s=", private[0], s.opts.AuthCookie, accessTokenParam)
 	}
 	claims, err := s.opts.Verifier.Verify(tok)
 	if err != nil {
-		return time.Time{}, unauthorized, invalidTokenError(err)
+		return time.Time{}, stream.ConnUnauthorized, invalidTokenError(err)
 	}
 	for _, t := range private {
 		if !claims.CanSubscribe(t) {
-			return time.Time{}, forbidden, newError(http.StatusForbidden, fmt.Sprintf("token does not allow subscribing to topic %q", t))
+			return time.Time{}, stream.ConnForbidden, newError(http.StatusForbidden, fmt.Sprintf("token does not allow subscribing to topic %q", t))
 		}
 	}
 	if claims.ExpiresAt.IsZero() {

@@ -258,7 +258,7 @@ type subscribeCase struct {
 // sse_connections_total and what a refusal must not say.
 func checkSubscribe(t *testing.T, ts *testServer, tt subscribeCase) {
 	t.Helper()
-	result := map[int]string{http.StatusOK: "accepted", http.StatusUnauthorized: unauthorized, http.StatusForbidden: forbidden}[tt.status]
+	result := map[int]string{http.StatusOK: "accepted", http.StatusUnauthorized: string(stream.ConnUnauthorized), http.StatusForbidden: string(stream.ConnForbidden)}[tt.status]
 	before := ts.metrics.count(result)
 	r, body := ts.subscribe(t, tt.path, bearerHeader(tt.token))
 	if tt.status == http.StatusOK {

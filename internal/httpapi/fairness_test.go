@@ -153,10 +153,10 @@ func TestOneAddressCannotTakeEverySlot(t *testing.T) {
 					}
 				}
 			}
-			if got, want := ts.metrics.count(string(rejectedIPLimit)), 3; got != want {
+			if got, want := ts.metrics.count(string(stream.ConnRejectedIPLimit)), 3; got != want {
 				t.Fatalf("rejected_ip_limit counted %d times, want %d", got, want)
 			}
-			if got := ts.metrics.count(string(rejectedLimit)); got != 0 {
+			if got := ts.metrics.count(string(stream.ConnRejectedLimit)); got != 0 {
 				t.Fatalf("rejected_limit counted %d times, want 0: the instance was not full", got)
 			}
 			// Another address still gets its streams.

@@ -3,16 +3,8 @@ package httpapi
 import (
 	"net/netip"
 	"sync"
-)
 
-// limitResult says why a stream was refused ("" when admitted); the values
-// are the sse_connections_total result labels.
-type limitResult string
-
-const (
-	admitted        limitResult = ""
-	rejectedLimit   limitResult = "rejected_limit"
-	rejectedIPLimit limitResult = "rejected_ip_limit"
+	"github.com/sse-service/sse-service/internal/stream"
 )
 
 // connLimiter counts open streams in total and per client address (an
@@ -29,20 +21,20 @@ func newConnLimiter(max, perIP int) *connLimiter {
 	return &connLimiter{max: max, perIP: perIP, byIP: make(map[netip.Addr]int)}
 }
 
-// acquire admits a stream from ip or says why not. The caller must call
+// acquire admits a stream from ip (stream.ConnAccepted) or says why not. The caller must call
 // release(ip) exactly once after an admitted stream ends.
-func (l *connLimiter) acquire(ip netip.Addr) limitResult {
+func (l *connLimiter) acquire(ip netip.Addr) stream.ConnResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.max > 0 && l.total >= l.max {
-		return rejectedLimit
+		return stream.ConnRejectedLimit
 	}
 	if l.perIP > 0 && l.byIP[ip] >= l.perIP {
-		return rejectedIPLimit
+		return stream.ConnRejectedIPLimit
 	}
 	l.total++
 	l.byIP[ip]++
-	return admitted
+	return stream.ConnAccepted
 }
 
 func (l *connLimiter) release(ip netip.Addr) {

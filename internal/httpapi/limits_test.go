@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/sse-service/sse-service/internal/stream"
 )
 
 var (
@@ -13,8 +15,8 @@ var (
 )
 
 // acquireAll calls acquire for each ip in turn and returns the results.
-func acquireAll(l *connLimiter, ips ...netip.Addr) []limitResult {
-	out := make([]limitResult, len(ips))
+func acquireAll(l *connLimiter, ips ...netip.Addr) []stream.ConnResult {
+	out := make([]stream.ConnResult, len(ips))
 	for i, ip := range ips {
 		out[i] = l.acquire(ip)
 	}
@@ -26,36 +28,36 @@ func TestConnLimiterAdmitsUpToTheLimits(t *testing.T) {
 		name       string
 		max, perIP int
 		ips        []netip.Addr
-		want       []limitResult
+		want       []stream.ConnResult
 	}{
 		{
 			name: "global limit",
 			max:  2,
 			ips:  []netip.Addr{ipA, ipB, ipC, ipA},
-			want: []limitResult{admitted, admitted, rejectedLimit, rejectedLimit},
+			want: []stream.ConnResult{stream.ConnAccepted, stream.ConnAccepted, stream.ConnRejectedLimit, stream.ConnRejectedLimit},
 		},
 		{
 			name:  "per-IP limit counts each address on its own",
 			perIP: 2,
 			ips:   []netip.Addr{ipA, ipA, ipA, ipB, ipB, ipB, ipC},
-			want:  []limitResult{admitted, admitted, rejectedIPLimit, admitted, admitted, rejectedIPLimit, admitted},
+			want:  []stream.ConnResult{stream.ConnAccepted, stream.ConnAccepted, stream.ConnRejectedIPLimit, stream.ConnAccepted, stream.ConnAccepted, stream.ConnRejectedIPLimit, stream.ConnAccepted},
 		},
 		{
 			name: "global limit is checked before the per-IP one",
 			max:  2, perIP: 1,
 			ips:  []netip.Addr{ipA, ipA, ipB, ipA, ipC},
-			want: []limitResult{admitted, rejectedIPLimit, admitted, rejectedLimit, rejectedLimit},
+			want: []stream.ConnResult{stream.ConnAccepted, stream.ConnRejectedIPLimit, stream.ConnAccepted, stream.ConnRejectedLimit, stream.ConnRejectedLimit},
 		},
 		{
 			name: "zero means unlimited",
 			ips:  []netip.Addr{ipA, ipA, ipA, ipA, ipA, ipB},
-			want: []limitResult{admitted, admitted, admitted, admitted, admitted, admitted},
+			want: []stream.ConnResult{stream.ConnAccepted, stream.ConnAccepted, stream.ConnAccepted, stream.ConnAccepted, stream.ConnAccepted, stream.ConnAccepted},
 		},
 		{
 			name:  "zero global limit with a per-IP limit",
 			perIP: 3,
 			ips:   []netip.Addr{ipA, ipA, ipA, ipA, ipB},
-			want:  []limitResult{admitted, admitted, admitted, rejectedIPLimit, admitted},
+			want:  []stream.ConnResult{stream.ConnAccepted, stream.ConnAccepted, stream.ConnAccepted, stream.ConnRejectedIPLimit, stream.ConnAccepted},
 		},
 	}
 	for _, tt := range tests {
@@ -73,17 +75,17 @@ func TestConnLimiterAdmitsUpToTheLimits(t *testing.T) {
 
 func TestConnLimiterReleaseFreesASlot(t *testing.T) {
 	l := newConnLimiter(2, 1)
-	if got := acquireAll(l, ipA, ipB); got[0] != admitted || got[1] != admitted {
+	if got := acquireAll(l, ipA, ipB); got[0] != stream.ConnAccepted || got[1] != stream.ConnAccepted {
 		t.Fatalf("first two acquires = %q, want both admitted", got)
 	}
-	if got, want := l.acquire(ipC), rejectedLimit; got != want {
+	if got, want := l.acquire(ipC), stream.ConnRejectedLimit; got != want {
 		t.Fatalf("third acquire = %q, want %q", got, want)
 	}
 	l.release(ipA)
-	if got, want := l.acquire(ipA), admitted; got != want {
+	if got, want := l.acquire(ipA), stream.ConnAccepted; got != want {
 		t.Fatalf("acquire after releasing A = %q, want %q", got, want)
 	}
-	if got, want := l.acquire(ipA), rejectedLimit; got != want {
+	if got, want := l.acquire(ipA), stream.ConnRejectedLimit; got != want {
 		t.Fatalf("acquire over the global limit = %q, want %q", got, want)
 	}
 	l.release(ipA)
@@ -107,7 +109,7 @@ func TestConnLimiterCountsStayExactUnderConcurrency(t *testing.T) {
 		wg.Go(func() {
 			ip := ips[w%len(ips)]
 			for range rounds {
-				if l.acquire(ip) != admitted {
+				if l.acquire(ip) != stream.ConnAccepted {
 					continue
 				}
 				l.mu.Lock()
@@ -135,11 +137,11 @@ func TestConnLimiterCountsStayExactUnderConcurrency(t *testing.T) {
 	// The limits still hold exactly.
 	var admittedA int
 	for range perIP + 2 {
-		if l.acquire(ipA) == admitted {
+		if l.acquire(ipA) == stream.ConnAccepted {
 			admittedA++
 		}
 	}
 	if got, want := admittedA, perIP; got != want {
-		t.Fatalf("%d streams admitted from one address afterwards, want %d", got, want)
+		t.Fatalf("%d streams stream.ConnAccepted from one address afterwards, want %d", got, want)
 	}
 }

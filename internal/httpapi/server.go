@@ -30,7 +30,7 @@ import (
 // Metrics counts connection attempts by result (the sse_connections_total
 // labels). Implementations must be safe for concurrent use.
 type Metrics interface {
-	ConnectionAttempt(result string)
+	ConnectionAttempt(result stream.ConnResult)
 	// Request observes a finished request on a route other than the
 	// stream (route is the pattern, "" when none matched).
 	Request(route, method string, code int, took time.Duration)
@@ -38,6 +38,11 @@ type Metrics interface {
 	// unauthorized, forbidden, too_large, unavailable, timeout or error.
 	PublishFailed(reason string)
 }
+
+// DefaultIdleTimeout is what a zero Options.IdleTimeout means (and the
+// service's SSE_IDLE_TIMEOUT default): above the 60 s idle timeout of nginx
+// and most load balancers, so they close first.
+const DefaultIdleTimeout = 75 * time.Second
 
 // Options configure the API. Zero limits mean no limit, except where noted.
 type Options struct {
@@ -81,7 +86,7 @@ type Options struct {
 	// Verifier checks JWTs: of subscribers to private topics, and of
 	// publishers besides PublishTokens. Nil: no JWTs, and then
 	// PrivateTopics must be empty.
-	Verifier TokenVerifier
+	Verifier *auth.Verifier
 	// PrivateTopics are the topics that need a token to subscribe; the
 	// clock topic only when listed by name.
 	PrivateTopics auth.Patterns
@@ -204,7 +209,7 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		opts.BodyTimeout = 10 * time.Second
 	}
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 75 * time.Second
+		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = noop.NewTracerProvider()

@@ -36,21 +36,21 @@ type countingMetrics struct {
 	counts map[string]int
 }
 
-func (m *countingMetrics) ConnectionAttempt(result string) {
+func (m *countingMetrics) ConnectionAttempt(result stream.ConnResult) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.counts == nil {
 		m.counts = map[string]int{}
 	}
-	m.counts[result]++
+	m.counts[string(result)]++
 }
 
 func (m *countingMetrics) Request(route, method string, code int, _ time.Duration) {
-	m.ConnectionAttempt(fmt.Sprintf("request %s %s %d", method, route, code))
+	m.ConnectionAttempt(stream.ConnResult(fmt.Sprintf("request %s %s %d", method, route, code)))
 }
 
 func (m *countingMetrics) PublishFailed(reason string) {
-	m.ConnectionAttempt("publish failed " + reason)
+	m.ConnectionAttempt(stream.ConnResult("publish failed " + reason))
 }
 
 func (m *countingMetrics) count(result string) int {
@@ -274,7 +274,7 @@ func TestSubscribeRefusalsAreCountedAndExplained(t *testing.T) {
 	}
 	r = ts.do(t, http.MethodGet, "/v1/events?topic=a&topic=b&topic=c", nil, "")
 	wantJSONError(t, "too many topics", r, http.StatusBadRequest)
-	if got, want := ts.metrics.count(badRequest), 2; got != want {
+	if got, want := ts.metrics.count(string(stream.ConnBadRequest)), 2; got != want {
 		t.Fatalf("bad_request counted %d times, want %d", got, want)
 	}
 
@@ -295,7 +295,7 @@ func TestSubscribeRefusalsAreCountedAndExplained(t *testing.T) {
 	if !r.aborted {
 		t.Fatalf("draining, as an EventSource: the response ended cleanly; want it ended as a broken connection, which every client library reconnects after")
 	}
-	if got, want := ts.metrics.count(rejectedDraining), 2; got != want {
+	if got, want := ts.metrics.count(string(stream.ConnRejectedDraining)), 2; got != want {
 		t.Fatalf("rejected_draining counted %d times, want %d", got, want)
 	}
 	if got := ts.metrics.count("accepted"); got != 0 {
@@ -357,8 +357,8 @@ func TestStreamLimitsRefuseWithRetryAfterAndFreeOnClose(t *testing.T) {
 		status int
 		result string
 	}{
-		{"global", Options{MaxConnections: 1}, http.StatusServiceUnavailable, string(rejectedLimit)},
-		{"per IP", Options{MaxConnsPerIP: 1}, http.StatusTooManyRequests, string(rejectedIPLimit)},
+		{"global", Options{MaxConnections: 1}, http.StatusServiceUnavailable, string(stream.ConnRejectedLimit)},
+		{"per IP", Options{MaxConnsPerIP: 1}, http.StatusTooManyRequests, string(stream.ConnRejectedIPLimit)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -172,7 +172,7 @@ func (s *server) unavailable(cause error) *apiError {
 func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) {
 	sub, err := parseSubscription(c.Request(), s.opts.MaxTopics)
 	if err != nil {
-		s.metrics.ConnectionAttempt(badRequest)
+		s.metrics.ConnectionAttempt(stream.ConnBadRequest)
 		return sub, netip.Addr{}, err
 	}
 	expires, result, err := s.authorizeSubscribe(c.Request(), sub.Topics)
@@ -182,19 +182,19 @@ func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) 
 	}
 	sub.Expires = expires
 	if s.hub.Draining() {
-		s.metrics.ConnectionAttempt(rejectedDraining)
+		s.metrics.ConnectionAttempt(stream.ConnRejectedDraining)
 		return sub, netip.Addr{}, stream.ErrDraining
 	}
 	ip := limitKey(clientIP(c))
 	switch res := s.limiter.acquire(ip); res {
-	case rejectedLimit:
-		s.metrics.ConnectionAttempt(string(res))
+	case stream.ConnRejectedLimit:
+		s.metrics.ConnectionAttempt(res)
 		return sub, ip, &apiError{status: http.StatusServiceUnavailable, msg: "connection limit reached, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter), reconnect: stream.ReconnectLimit}
-	case rejectedIPLimit:
-		s.metrics.ConnectionAttempt(string(res))
+	case stream.ConnRejectedIPLimit:
+		s.metrics.ConnectionAttempt(res)
 		return sub, ip, &apiError{status: http.StatusTooManyRequests, msg: "too many streams from this address, try again later", retryAfter: retryAfter(s.opts.ReconnectJitter), reconnect: stream.ReconnectIPLimit}
 	}
-	s.metrics.ConnectionAttempt("accepted")
+	s.metrics.ConnectionAttempt(stream.ConnAccepted)
 	return sub, ip, nil
 }
 
@@ -349,14 +349,6 @@ func (c *chunkConn) Write(p []byte) (int, error) {
 
 func (c *chunkConn) Flush() error                       { return nil }
 func (c *chunkConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
-
-// sse_connections_total results decided here (the limiter has its own).
-const (
-	badRequest       = "bad_request"
-	rejectedDraining = "rejected_draining"
-	unauthorized     = "unauthorized"
-	forbidden        = "forbidden"
-)
 
 // maxLastEventIDLen bounds a resume id (the service's are about 20 bytes).
 const maxLastEventIDLen = 256

@@ -26,7 +26,7 @@ type Metrics struct {
 	heartbeats     prometheus.Counter
 	delivery       prometheus.Histogram
 	connDuration   prometheus.Histogram
-	connectionsFor map[string]prometheus.Counter
+	connectionsFor map[stream.ConnResult]prometheus.Counter
 	maxConns       prometheus.Gauge
 	publishFailed  *prometheus.CounterVec
 	requests       *prometheus.CounterVec
@@ -34,12 +34,6 @@ type Metrics struct {
 }
 
 var _ stream.Metrics = (*Metrics)(nil)
-
-// Connection attempt results (sse_connections_total's result label).
-var connectionResults = []string{
-	"accepted", "rejected_limit", "rejected_ip_limit", "rejected_draining",
-	"unauthorized", "forbidden", "bad_request",
-}
 
 // New creates the collectors and registers them, with the Go runtime and
 // process collectors, on reg.
@@ -103,9 +97,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range []stream.CloseReason{stream.DroppedSlow, stream.DroppedWriteErr, stream.DroppedShutdown} {
 		m.dropped[r] = dropped.WithLabelValues(string(r))
 	}
-	m.connectionsFor = map[string]prometheus.Counter{}
-	for _, r := range connectionResults {
-		m.connectionsFor[r] = m.connections.WithLabelValues(r)
+	m.connectionsFor = map[stream.ConnResult]prometheus.Counter{}
+	for _, r := range stream.ConnResults() {
+		m.connectionsFor[r] = m.connections.WithLabelValues(string(r))
 	}
 	reg.MustRegister(
 		m.connected, m.connections, dropped, m.published, m.sent, m.replayed,
@@ -118,12 +112,12 @@ func New(reg prometheus.Registerer) *Metrics {
 }
 
 // ConnectionAttempt implements httpapi.Metrics.
-func (m *Metrics) ConnectionAttempt(result string) {
+func (m *Metrics) ConnectionAttempt(result stream.ConnResult) {
 	if c, ok := m.connectionsFor[result]; ok {
 		c.Inc()
 		return
 	}
-	m.connections.WithLabelValues(result).Inc()
+	m.connections.WithLabelValues(string(result)).Inc()
 }
 
 // StreamOpened implements stream.Metrics.

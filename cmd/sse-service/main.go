@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	flags.SetOutput(stderr)
 	showVersion := flags.Bool("version", false, "print the version and exit")
 	flags.Usage = func() {
-		fmt.Fprintf(stdout, "sse-service %s: Server-Sent Events hub.\n\nUsage: sse-service [-version]\n\n", version)
+		fmt.Fprintf(stdout, "sse-service %s: Server-Sent Events hub.\n\nUsage: sse-service [-version]\n\nSettings, from the environment:\n", version)
 		if err := config.Usage(stdout); err != nil {
 			fmt.Fprintln(stderr, err)
 		}
@@ -96,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 	} else if soft > 0 {
 		log.Info("Go memory limit set below the container's", "gomemlimit_bytes", soft, "share", memlimit.Share)
 	}
-	tokens, err := publishTokens(cfg, log)
+	tokens, err := publishTokens(cfg.Resolved.PublishTokens, log)
 	if err != nil {
 		return err
 	}
@@ -132,28 +132,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		Tracer:            tracing.Provider.Tracer("github.com/sse-service/sse-service/internal/stream"),
 	})
 
-	trusted, err := cfg.TrustedPrefixes()
-	if err != nil {
-		return err // Validate already refused it
-	}
 	if cfg.MaxConnections > 0 && cfg.MaxConnsPerIP >= cfg.MaxConnections {
 		log.Warn("SSE_MAX_CONNECTIONS_PER_IP is not below SSE_MAX_CONNECTIONS: one address can take every stream slot",
 			"max_connections", cfg.MaxConnections, "max_connections_per_ip", cfg.MaxConnsPerIP)
 	}
-	verifier, err := newVerifier(ctx, cfg, log)
+	verifier, err := newVerifier(ctx, cfg.Resolved.JWT, log)
 	if err != nil {
 		return err
 	}
 	if verifier != nil {
 		defer verifier.Close()
-	}
-	private, err := cfg.PrivatePatterns()
-	if err != nil {
-		return err // Validate already refused it
-	}
-	origins, err := cfg.Origins()
-	if err != nil {
-		return err // Validate already refused it
 	}
 	static, err := fs.Sub(web.Static, "static")
 	if err != nil {
@@ -167,20 +155,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 		MaxTopics:       cfg.MaxTopics,
 		MaxConnections:  cfg.MaxConnections,
 		MaxConnsPerIP:   cfg.MaxConnsPerIP,
-		TrustedProxies:  trusted,
+		TrustedProxies:  cfg.Resolved.TrustedProxies,
 		SendBuffer:      cfg.SendBuffer,
 		ReconnectJitter: cfg.ReconnectJitter,
-		PrivateTopics:   private,
+		PrivateTopics:   cfg.Resolved.PrivateTopics,
+		Verifier:        verifier,
 		JWTLeeway:       cfg.JWTLeeway,
 		AuthCookie:      cfg.AuthCookie,
-		CORSOrigins:     origins,
+		CORSOrigins:     cfg.Resolved.CORSOrigins,
 		Static:          static,
 		OpenAPI:         api.OpenAPI,
 		TracerProvider:  tracing.Provider,
 		Propagator:      tracing.Propagator,
-	}
-	if verifier != nil { // a nil *auth.Verifier must not become a non-nil interface
-		opts.Verifier = verifier
 	}
 	// Connections that are not streams: waiting for a request, serving
 	// one, idle between requests (docs/limits.md).
@@ -269,32 +255,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, started f
 }
 
 // newVerifier builds the JWT verifier when a key source is configured
-// (nil otherwise); a JWKS is fetched before the service starts.
-func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (*auth.Verifier, error) {
-	if !cfg.JWTConfigured() {
+// (cfg not nil; config.Load checked it); a JWKS is fetched before the
+// service starts. Whoever gets a Verifier closes it.
+func newVerifier(ctx context.Context, cfg *auth.Config, log *slog.Logger) (*auth.Verifier, error) {
+	if cfg == nil {
 		return nil, nil
 	}
-	secret, err := cfg.JWTSecretBytes()
+	c := *cfg
+	c.Logger = log
+	v, err := auth.NewVerifier(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("SSE_JWT_SECRET_FILE: %w", err)
-	}
-	pem, err := cfg.JWTPublicKeyPEM()
-	if err != nil {
-		return nil, fmt.Errorf("SSE_JWT_PUBLIC_KEY_FILE: %w", err)
-	}
-	v, err := auth.NewVerifier(ctx, auth.Config{
-		Secret:        secret,
-		PublicKeyPEM:  pem,
-		JWKSURL:       cfg.JWTJWKSURL,
-		JWKSRefresh:   cfg.JWTJWKSRefresh,
-		Issuer:        cfg.JWTIssuer,
-		Audience:      cfg.JWTAudience,
-		Leeway:        cfg.JWTLeeway,
-		AllowNoExpiry: cfg.JWTAllowNoExp,
-		Logger:        log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("SSE_JWT_* settings: %w", err)
+		return nil, fmt.Errorf("SSE_JWT_JWKS_URL: %w", err) // the one source that can fail after Load
 	}
 	return v, nil
 }
@@ -342,7 +313,7 @@ func newBroker(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (
 func newLogger(w io.Writer, cfg config.Config) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -351,11 +322,7 @@ func newLogger(w io.Writer, cfg config.Config) *slog.Logger {
 
 // publishTokens returns the configured tokens, or generates one and logs it
 // once, so a first run works with no setup and publishing is still not open.
-func publishTokens(cfg config.Config, log *slog.Logger) ([]string, error) {
-	tokens, err := cfg.Tokens()
-	if err != nil {
-		return nil, err
-	}
+func publishTokens(tokens []string, log *slog.Logger) ([]string, error) {
 	if len(tokens) > 0 {
 		return tokens, nil
 	}
@@ -366,4 +333,13 @@ func publishTokens(cfg config.Config, log *slog.Logger) ([]string, error) {
 	tok := base64.RawURLEncoding.EncodeToString(b)
 	log.Warn("no SSE_PUBLISH_TOKENS set: generated a publish token for this run", "token", tok)
 	return []string{tok}, nil
+}
+
+// durationsAsText writes durations as Go writes them ("25s"): the JSON
+// handler would write nanoseconds (25000000000), which nobody reads right.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }

@@ -519,11 +519,53 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, &out, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
-	typ := reflect.TypeFor[config.Config]()
-	for i := range typ.NumField() {
-		name := "SSE_" + typ.Field(i).Tag.Get("envconfig")
-		if !strings.Contains(out.String(), name) {
-			t.Errorf("-h does not list %s", name)
+	for _, v := range config.Variables() {
+		if !strings.Contains(out.String(), "  "+v.Name+" (") {
+			t.Errorf("-h does not list %s", v.Name)
+		}
+	}
+}
+
+// TestJSONLogsAreReadable: a JSON log line writes durations as "25s", not
+// as nanoseconds, and a mistyped variable is named with the setting it
+// probably meant.
+func TestJSONLogsAreReadable(t *testing.T) {
+	s := launch(t, map[string]string{"SSE_LOG_FORMAT": "json", "SSE_HEARTBEAT_INTERVALL": "5s"})
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	var sawTimeout, sawTypo bool
+	for line := range strings.Lines(s.logs.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON log line: %q: %v", line, err)
+		}
+		if rec["msg"] == "shutting down" {
+			sawTimeout = true
+			if got, want := rec["timeout"], "25s"; got != want {
+				t.Errorf("shutting down: timeout = %#v, want %q", got, want)
+			}
+		}
+		if vars, ok := rec["variables"].([]any); ok {
+			sawTypo = true
+			if len(vars) != 1 || vars[0] != "SSE_HEARTBEAT_INTERVALL (did you mean SSE_HEARTBEAT_INTERVAL?)" {
+				t.Errorf("unknown variables logged as %v, want the typo with its suggestion", vars)
+			}
+		}
+	}
+	if !sawTimeout || !sawTypo {
+		t.Fatalf("log lacks the shutdown line (%v) or the unknown-variable warning (%v):\n%s", sawTimeout, sawTypo, s.logs)
+	}
+}
+
+func TestHelpFitsHundredColumns(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &out, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(out.String(), "\n") {
+		if len(line) > 100 {
+			t.Errorf("-h line %d is %d columns: %q", i+1, len(line), line)
 		}
 	}
 }

@@ -327,7 +327,9 @@ func TestChart(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Errorf("SSE_TRUSTED_PROXIES=%q, want %q", v, strings.Join(want, ","))
 				}
-				if _, err := (config.Config{TrustedProxies: got}).TrustedPrefixes(); err != nil {
+				c := config.Defaults()
+				c.TrustedProxies = got
+				if err := c.Validate(); err != nil {
 					t.Errorf("SSE_TRUSTED_PROXIES=%q: %v", v, err)
 				}
 				perIP := r.perIP

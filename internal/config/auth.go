@@ -11,39 +11,24 @@ import (
 	"github.com/sse-service/sse-service/internal/auth"
 )
 
-// ClockTopic is the built-in topic; PRIVATE_TOPICS=* leaves it public.
-const ClockTopic = "clock"
-
-// authProblems checks the private-topic, JWT and CORS settings.
-func (c Config) authProblems() []problem {
+// resolveAuth checks the private-topic, JWT and CORS settings and fills
+// r.PrivateTopics, r.CORSOrigins and r.JWT. The rules on keys themselves
+// (secret length, key types, URL) are auth.Config.Check's; here they are
+// only given their variables' names.
+func (c Config) resolveAuth(r *Resolved) []problem {
 	var errs []problem
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, problem{Prefix + "_" + name, fmt.Sprintf(format, args...)})
 	}
-	if _, err := c.PrivatePatterns(); err != nil {
+	var err error
+	if r.PrivateTopics, err = auth.ParsePatterns(c.privateEntries()); err != nil {
 		bad("PRIVATE_TOPICS", "%v (patterns are topic names where * matches any run of characters, comma separated)", err)
 	}
-	if c.JWTSecret != "" && c.JWTSecretFile != "" {
-		bad("JWT_SECRET", "set SSE_JWT_SECRET or SSE_JWT_SECRET_FILE, not both")
-	} else if secret, err := c.JWTSecretBytes(); err != nil {
-		bad("JWT_SECRET_FILE", "%v", err)
-	} else if len(secret) > 0 && len(secret) < auth.MinSecretLen {
-		name := "JWT_SECRET"
-		if c.JWTSecretFile != "" {
-			name = "JWT_SECRET_FILE"
-		}
-		bad(name, "the HS256 secret must be at least %d bytes (got %d)", auth.MinSecretLen, len(secret))
+	if r.CORSOrigins, err = parseOrigins(c.CORSOrigins); err != nil {
+		bad("CORS_ORIGINS", "%v", err)
 	}
-	if c.JWTPublicKeyFile != "" {
-		if _, err := os.ReadFile(c.JWTPublicKeyFile); err != nil {
-			bad("JWT_PUBLIC_KEY_FILE", "%v", err)
-		}
-	}
-	if c.JWTJWKSURL != "" {
-		u, err := url.Parse(c.JWTJWKSURL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("JWT_JWKS_URL", "%q is not an http(s) URL such as https://idp.example.com/realms/app/protocol/openid-connect/certs", c.JWTJWKSURL)
-		}
+	if (&http.Cookie{Name: c.AuthCookie}).Valid() != nil {
+		bad("AUTH_COOKIE", "%q is not a cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.AuthCookie)
 	}
 	if c.JWTJWKSRefresh < time.Second {
 		bad("JWT_JWKS_REFRESH", "must be a duration of at least 1s, such as 5m (got %s)", c.JWTJWKSRefresh)
@@ -51,14 +36,51 @@ func (c Config) authProblems() []problem {
 	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
 		bad("JWT_LEEWAY", "must be a duration from 0 to 5m, such as 30s (got %s)", c.JWTLeeway)
 	}
-	if len(c.privateEntries()) > 0 && !c.JWTConfigured() {
-		bad("PRIVATE_TOPICS", "private topics need a key to verify tokens: set SSE_JWT_SECRET, SSE_JWT_SECRET_FILE, SSE_JWT_PUBLIC_KEY_FILE or SSE_JWT_JWKS_URL")
+	if c.JWTSecret == "" && c.JWTSecretFile == "" && c.JWTPublicKeyFile == "" && c.JWTJWKSURL == "" {
+		if len(r.PrivateTopics) > 0 {
+			bad("PRIVATE_TOPICS", "private topics need a key to verify tokens: set SSE_JWT_SECRET, SSE_JWT_SECRET_FILE, SSE_JWT_PUBLIC_KEY_FILE or SSE_JWT_JWKS_URL")
+		}
+		return errs
 	}
-	if (&http.Cookie{Name: c.AuthCookie}).Valid() != nil {
-		bad("AUTH_COOKIE", "%q is not a cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.AuthCookie)
+	jwt := auth.Config{
+		JWKSURL:       c.JWTJWKSURL,
+		JWKSRefresh:   c.JWTJWKSRefresh,
+		Issuer:        c.JWTIssuer,
+		Audience:      c.JWTAudience,
+		Leeway:        c.JWTLeeway,
+		AllowNoExpiry: c.JWTAllowNoExp,
 	}
-	if _, err := c.Origins(); err != nil {
-		bad("CORS_ORIGINS", "%v", err)
+	secretVar := "JWT_SECRET"
+	switch {
+	case c.JWTSecret != "" && c.JWTSecretFile != "":
+		bad("JWT_SECRET", "set SSE_JWT_SECRET or SSE_JWT_SECRET_FILE, not both")
+	case c.JWTSecret != "":
+		jwt.Secret = []byte(c.JWTSecret)
+	case c.JWTSecretFile != "":
+		secretVar = "JWT_SECRET_FILE"
+		b, err := os.ReadFile(c.JWTSecretFile)
+		if err != nil {
+			bad(secretVar, "%v", err)
+		}
+		jwt.Secret = []byte(strings.TrimRight(string(b), "\r\n"))
+	}
+	if c.JWTPublicKeyFile != "" {
+		if jwt.PublicKeyPEM, err = os.ReadFile(c.JWTPublicKeyFile); err != nil {
+			bad("JWT_PUBLIC_KEY_FILE", "%v", err)
+		}
+	}
+	if len(errs) > 0 {
+		return errs // a file that could not be read is not checked further
+	}
+	vars := map[string]string{
+		"Secret": secretVar, "PublicKeyPEM": "JWT_PUBLIC_KEY_FILE", "JWKSURL": "JWT_JWKS_URL",
+		"JWKSRefresh": "JWT_JWKS_REFRESH", "Leeway": "JWT_LEEWAY",
+	}
+	for _, p := range jwt.Check() {
+		bad(vars[p.Field], "%v", p.Err)
+	}
+	if len(errs) == 0 {
+		r.JWT = &jwt
 	}
 	return errs
 }
@@ -73,45 +95,11 @@ func (c Config) privateEntries() []string {
 	return out
 }
 
-// PrivatePatterns parses PRIVATE_TOPICS.
-func (c Config) PrivatePatterns() (auth.Patterns, error) {
-	return auth.ParsePatterns(c.privateEntries())
-}
-
-// JWTConfigured reports whether any JWT key source is set.
-func (c Config) JWTConfigured() bool {
-	return c.JWTSecret != "" || c.JWTSecretFile != "" || c.JWTPublicKeyFile != "" || c.JWTJWKSURL != ""
-}
-
-// JWTSecretBytes returns the HS256 secret from JWT_SECRET or the file of
-// JWT_SECRET_FILE (without its trailing newline); nil when neither is set.
-func (c Config) JWTSecretBytes() ([]byte, error) {
-	if c.JWTSecret != "" {
-		return []byte(c.JWTSecret), nil
-	}
-	if c.JWTSecretFile == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(c.JWTSecretFile)
-	if err != nil {
-		return nil, err
-	}
-	return []byte(strings.TrimRight(string(b), "\r\n")), nil
-}
-
-// JWTPublicKeyPEM returns the content of JWT_PUBLIC_KEY_FILE, nil when unset.
-func (c Config) JWTPublicKeyPEM() ([]byte, error) {
-	if c.JWTPublicKeyFile == "" {
-		return nil, nil
-	}
-	return os.ReadFile(c.JWTPublicKeyFile)
-}
-
-// Origins parses CORS_ORIGINS into origins as browsers send them
+// parseOrigins parses CORS_ORIGINS into origins as browsers send them
 // (scheme://host[:port], lower case), or "*".
-func (c Config) Origins() ([]string, error) {
+func parseOrigins(list []string) ([]string, error) {
 	var out []string
-	for _, o := range c.CORSOrigins {
+	for _, o := range list {
 		o = strings.TrimSpace(o)
 		switch {
 		case o == "":

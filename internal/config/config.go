@@ -5,93 +5,171 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"reflect"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/sse-service/sse-service/internal/auth"
+	"github.com/sse-service/sse-service/internal/broker/memory"
+	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
+	"github.com/sse-service/sse-service/internal/httpapi"
+	"github.com/sse-service/sse-service/internal/stream"
 )
 
 // Prefix is the environment variable prefix.
 const Prefix = "SSE"
 
 // Config is every setting of the service. The zero value is not useful: use
-// Load, which fills the defaults in the struct tags.
+// Load, which starts from Defaults.
 type Config struct {
-	Addr      string `envconfig:"ADDR" default:":8080" desc:"public listener: stream, publish API, demo page, /openapi.yaml"`
-	AdminAddr string `envconfig:"ADMIN_ADDR" default:":9090" desc:"admin listener: /metrics, /healthz, /readyz (never route it through the ingress)"`
-	PProf     bool   `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on the admin listener"`
+	Addr      string `envconfig:"ADDR" desc:"public listener: stream, publish API, demo page, /openapi.yaml"`
+	AdminAddr string `envconfig:"ADMIN_ADDR" desc:"admin listener: /metrics, /healthz, /readyz (never route it through the ingress)"`
+	PProf     bool   `envconfig:"PPROF" desc:"serve /debug/pprof/ on the admin listener"`
 
-	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"log format: text or json"`
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
+	LogFormat string `envconfig:"LOG_FORMAT" desc:"log format: text or json"`
+	LogLevel  string `envconfig:"LOG_LEVEL" desc:"log level: debug, info, warn or error"`
 
-	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"15s" desc:"idle time after which a stream gets a comment line (keep it well under proxy read timeouts)"`
-	Retry             time.Duration `envconfig:"RETRY" default:"2s" desc:"reconnect delay announced to clients in the first frame (retry:)"`
-	ClockInterval     time.Duration `envconfig:"CLOCK_INTERVAL" default:"1s" desc:"how often the clock topic gets the time; 0 turns it off"`
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" desc:"idle time after which a stream gets a comment line (keep it well under proxy read timeouts)"`
+	Retry             time.Duration `envconfig:"RETRY" desc:"reconnect delay announced to clients in the first frame (retry:)"`
+	ClockInterval     time.Duration `envconfig:"CLOCK_INTERVAL" desc:"how often the clock topic gets the time; 0 turns it off"`
 
-	HistorySize        int           `envconfig:"HISTORY_SIZE" default:"1000" desc:"events kept per topic for resume"`
-	HistoryTTL         time.Duration `envconfig:"HISTORY_TTL" default:"1h" desc:"how long events are kept for resume"`
-	IdempotencyWindow  time.Duration `envconfig:"IDEMPOTENCY_WINDOW" default:"2m" desc:"how long an Idempotency-Key is remembered"`
-	HistoryMaxBytes    int64         `envconfig:"HISTORY_MAX_BYTES" default:"67108864" desc:"memory all retained history may take, in bytes (SSE_BROKER=memory): above it the oldest events of any topic are evicted, and a resume from before them gets sse-gap; keep it under a quarter of the memory limit (docs/limits.md)"`
-	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" default:"200000" desc:"Idempotency-Keys remembered at most (SSE_BROKER=memory; ~100 bytes each): above it the oldest is forgotten before its window ends"`
+	HistorySize        int           `envconfig:"HISTORY_SIZE" desc:"events kept per topic for resume"`
+	HistoryTTL         time.Duration `envconfig:"HISTORY_TTL" desc:"how long events are kept for resume"`
+	IdempotencyWindow  time.Duration `envconfig:"IDEMPOTENCY_WINDOW" desc:"how long an Idempotency-Key is remembered"`
+	HistoryMaxBytes    int64         `envconfig:"HISTORY_MAX_BYTES" desc:"memory all retained history may take, in bytes (SSE_BROKER=memory): above it the oldest events of any topic are evicted, and a resume from before them gets sse-gap; keep it under a quarter of the memory limit (docs/limits.md)"`
+	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" desc:"Idempotency-Keys remembered at most (SSE_BROKER=memory; ~100 bytes each): above it the oldest is forgotten before its window ends"`
 
-	ReplayMaxBytes  int           `envconfig:"REPLAY_MAX_BYTES" default:"8388608" desc:"most bytes one resume replays (8 MiB); a resume that needs more gets what fits, then an sse-gap (reason replay-limit), and should reload its state"`
-	ReplayRate      int           `envconfig:"REPLAY_RATE" default:"67108864" desc:"bytes per second all replays together may send (64 MiB/s): concurrent resumes share it, so a flood of them cannot starve live streams; 0 means no limit"`
-	ClientBuffer    int           `envconfig:"CLIENT_BUFFER" default:"256" desc:"events queued per subscriber before it is dropped as slow"`
-	WriteTimeout    time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"deadline of each write to a subscriber; a client that misses it is dropped"`
-	WriteDelay      time.Duration `envconfig:"WRITE_DELAY" default:"0s" desc:"when positive, a stream writes at most once per this delay, batching the events in between: less CPU per event for streams with many events per second, at up to this much extra latency"`
-	SendBuffer      int           `envconfig:"SEND_BUFFER" default:"32768" desc:"kernel send buffer (SO_SNDBUF) of each stream's socket in bytes, so a stalled client is noticed quickly; 0 leaves the kernel's autotuning"`
-	MaxConnections  int           `envconfig:"MAX_CONNECTIONS" default:"10000" desc:"open streams allowed in this instance; 0 means no limit"`
-	MaxConnsPerIP   int           `envconfig:"MAX_CONNECTIONS_PER_IP" default:"100" desc:"open streams allowed per client address (IPv6: per /64), so one address never takes every slot; 0 means no limit. Behind a proxy set SSE_TRUSTED_PROXIES, or every client counts as the proxy's address (docs/limits.md)"`
+	ReplayMaxBytes  int           `envconfig:"REPLAY_MAX_BYTES" desc:"most bytes one resume replays (8 MiB); a resume that needs more gets what fits, then an sse-gap (reason replay-limit), and should reload its state"`
+	ReplayRate      int           `envconfig:"REPLAY_RATE" desc:"bytes per second all replays together may send (64 MiB/s): concurrent resumes share it, so a flood of them cannot starve live streams; 0 means no limit"`
+	ClientBuffer    int           `envconfig:"CLIENT_BUFFER" desc:"events queued per subscriber before it is dropped as slow"`
+	WriteTimeout    time.Duration `envconfig:"WRITE_TIMEOUT" desc:"deadline of each write to a subscriber; a client that misses it is dropped"`
+	WriteDelay      time.Duration `envconfig:"WRITE_DELAY" desc:"when positive, a stream writes at most once per this delay, batching the events in between: less CPU per event for streams with many events per second, at up to this much extra latency"`
+	SendBuffer      int           `envconfig:"SEND_BUFFER" desc:"kernel send buffer (SO_SNDBUF) of each stream's socket in bytes, so a stalled client is noticed quickly; 0 leaves the kernel's autotuning"`
+	MaxConnections  int           `envconfig:"MAX_CONNECTIONS" desc:"open streams allowed in this instance; 0 means no limit"`
+	MaxConnsPerIP   int           `envconfig:"MAX_CONNECTIONS_PER_IP" desc:"open streams allowed per client address (IPv6: per /64), so one address never takes every slot; 0 means no limit. Behind a proxy set SSE_TRUSTED_PROXIES, or every client counts as the proxy's address (docs/limits.md)"`
 	TrustedProxies  []string      `envconfig:"TRUSTED_PROXIES" desc:"comma-separated CIDRs of proxies whose X-Forwarded-For is believed for the client address (the right-most address not in them); empty: none, the client is the peer"`
-	MaxTopics       int           `envconfig:"MAX_TOPICS_PER_STREAM" default:"32" desc:"topics one stream may subscribe to"`
-	ReconnectJitter time.Duration `envconfig:"RECONNECT_JITTER" default:"5s" desc:"on shutdown and on 429/503, clients are told to come back after a random delay below this"`
+	MaxTopics       int           `envconfig:"MAX_TOPICS_PER_STREAM" desc:"topics one stream may subscribe to"`
+	ReconnectJitter time.Duration `envconfig:"RECONNECT_JITTER" desc:"on shutdown and on 429/503, clients are told to come back after a random delay below this"`
 
-	MaxNonStreamConns      int           `envconfig:"MAX_NON_STREAM_CONNECTIONS" default:"2048" desc:"connections that are not event streams (waiting for a request, idle between requests, or serving one) held at once; at the cap the longest-idle one, else one waiting over 1s for its request, is closed for a new one, or the new one is closed at once; 0 means no limit"`
-	MaxNonStreamConnsPerIP int           `envconfig:"MAX_NON_STREAM_CONNECTIONS_PER_IP" default:"256" desc:"connections that are not streams one peer address (IPv6: /64) outside SSE_TRUSTED_PROXIES may hold while SSE_MAX_NON_STREAM_CONNECTIONS is at least half used; 0 means no limit"`
-	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" default:"75s" desc:"how long a keep-alive connection may wait for its next request (keep it above the idle timeout of proxies in front, 60s for nginx and most load balancers)"`
+	MaxNonStreamConns      int           `envconfig:"MAX_NON_STREAM_CONNECTIONS" desc:"connections that are not event streams (waiting for a request, idle between requests, or serving one) held at once; at the cap the longest-idle one, else one waiting over 1s for its request, is closed for a new one, or the new one is closed at once; 0 means no limit"`
+	MaxNonStreamConnsPerIP int           `envconfig:"MAX_NON_STREAM_CONNECTIONS_PER_IP" desc:"connections that are not streams one peer address (IPv6: /64) outside SSE_TRUSTED_PROXIES may hold while SSE_MAX_NON_STREAM_CONNECTIONS is at least half used; 0 means no limit"`
+	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" desc:"how long a keep-alive connection may wait for its next request (keep it above the idle timeout of proxies in front, 60s for nginx and most load balancers)"`
 
 	PublishTokens     []string `envconfig:"PUBLISH_TOKENS" desc:"comma-separated bearer tokens allowed to publish; none set and no file: one is generated and logged at start"`
 	PublishTokensFile string   `envconfig:"PUBLISH_TOKENS_FILE" desc:"file with publish tokens, one per line or comma separated (a mounted Kubernetes secret)"`
-	MaxEventBytes     int      `envconfig:"MAX_EVENT_BYTES" default:"65536" desc:"largest publish request body in bytes (413 above)"`
-	MaxBatchEvents    int      `envconfig:"MAX_BATCH_EVENTS" default:"1000" desc:"most events in one batch publish"`
-	MaxBatchBytes     int      `envconfig:"MAX_BATCH_BYTES" default:"1048576" desc:"largest batch publish body in bytes (413 above)"`
+	MaxEventBytes     int      `envconfig:"MAX_EVENT_BYTES" desc:"largest publish request body in bytes (413 above)"`
+	MaxBatchEvents    int      `envconfig:"MAX_BATCH_EVENTS" desc:"most events in one batch publish"`
+	MaxBatchBytes     int      `envconfig:"MAX_BATCH_BYTES" desc:"largest batch publish body in bytes (413 above)"`
 
 	PrivateTopics    []string      `envconfig:"PRIVATE_TOPICS" desc:"comma-separated topic patterns that need a JWT to subscribe (* matches any run of characters); * alone: every topic but clock; empty: all topics public"`
 	JWTSecret        string        `envconfig:"JWT_SECRET" desc:"HS256 shared secret of subscriber and publisher JWTs (at least 32 bytes)"`
 	JWTSecretFile    string        `envconfig:"JWT_SECRET_FILE" desc:"file holding the HS256 secret, e.g. a mounted Kubernetes secret (a trailing newline is ignored)"`
 	JWTPublicKeyFile string        `envconfig:"JWT_PUBLIC_KEY_FILE" desc:"PEM public key or certificate verifying RS256 or ES256 JWTs"`
 	JWTJWKSURL       string        `envconfig:"JWT_JWKS_URL" desc:"JWKS URL of the identity provider (Keycloak, Auth0, Dex): fetched at start, refreshed, and fetched again for an unknown kid"`
-	JWTJWKSRefresh   time.Duration `envconfig:"JWT_JWKS_REFRESH" default:"5m" desc:"how often the JWKS is fetched again"`
+	JWTJWKSRefresh   time.Duration `envconfig:"JWT_JWKS_REFRESH" desc:"how often the JWKS is fetched again"`
 	JWTIssuer        string        `envconfig:"JWT_ISSUER" desc:"required iss claim (checked when set)"`
 	JWTAudience      string        `envconfig:"JWT_AUDIENCE" desc:"required aud claim (checked when set)"`
-	JWTLeeway        time.Duration `envconfig:"JWT_LEEWAY" default:"0s" desc:"clock skew allowed on exp and nbf (up to 5m); a stream ends at exp plus this"`
-	JWTAllowNoExp    bool          `envconfig:"JWT_ALLOW_NO_EXP" default:"false" desc:"accept tokens without exp (their streams never end); off: refused with 401"`
-	AuthCookie       string        `envconfig:"AUTH_COOKIE" default:"sse_token" desc:"cookie that may carry a subscriber's JWT (looked at after the Authorization header, before ?access_token=)"`
+	JWTLeeway        time.Duration `envconfig:"JWT_LEEWAY" desc:"clock skew allowed on exp and nbf (up to 5m); a stream ends at exp plus this"`
+	JWTAllowNoExp    bool          `envconfig:"JWT_ALLOW_NO_EXP" desc:"accept tokens without exp (their streams never end); off: refused with 401"`
+	AuthCookie       string        `envconfig:"AUTH_COOKIE" desc:"cookie that may carry a subscriber's JWT (looked at after the Authorization header, before ?access_token=)"`
 	CORSOrigins      []string      `envconfig:"CORS_ORIGINS" desc:"origins allowed to subscribe and publish from browsers, comma separated, such as https://app.example.com (with credentials); * allows any origin without credentials; empty: same origin only"`
 
-	Broker            string `envconfig:"BROKER" default:"memory" desc:"where events live: memory (one instance) or nats (replicas share them through NATS JetStream)"`
+	Broker            string `envconfig:"BROKER" desc:"where events live: memory (one instance) or nats (replicas share them through NATS JetStream)"`
 	NATSURL           string `envconfig:"NATS_URL" desc:"NATS server URLs, comma separated (required with SSE_BROKER=nats), e.g. nats://nats:4222"`
 	NATSCredsFile     string `envconfig:"NATS_CREDS_FILE" desc:"NATS credentials file (optional)"`
 	NATSCAFile        string `envconfig:"NATS_CA_FILE" desc:"CA certificate file for TLS to NATS (optional)"`
-	NATSStream        string `envconfig:"NATS_STREAM" default:"SSE" desc:"JetStream stream name"`
-	NATSSubjectPrefix string `envconfig:"NATS_SUBJECT_PREFIX" default:"sse" desc:"subject prefix of the stream's subjects"`
-	NATSReplicas      int    `envconfig:"NATS_REPLICAS" default:"1" desc:"stream replicas when the service creates the stream (1, 3 or 5 in a cluster)"`
-	NATSManageStream  bool   `envconfig:"NATS_MANAGE_STREAM" default:"true" desc:"create or update the stream with SSE_HISTORY_SIZE, SSE_HISTORY_TTL and SSE_IDEMPOTENCY_WINDOW; false: it must exist"`
+	NATSStream        string `envconfig:"NATS_STREAM" desc:"JetStream stream name"`
+	NATSSubjectPrefix string `envconfig:"NATS_SUBJECT_PREFIX" desc:"subject prefix of the stream's subjects"`
+	NATSReplicas      int    `envconfig:"NATS_REPLICAS" desc:"stream replicas when the service creates the stream (1, 3 or 5 in a cluster)"`
+	NATSManageStream  bool   `envconfig:"NATS_MANAGE_STREAM" desc:"create or update the stream with SSE_HISTORY_SIZE, SSE_HISTORY_TTL and SSE_IDEMPOTENCY_WINDOW; false: it must exist"`
 
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"time allowed for the drain on SIGTERM before the process exits"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" desc:"time allowed for the drain on SIGTERM before the process exits"`
+
+	// Resolved is what Load derives from the variables above: parsed, and
+	// files read, once. It is not a variable.
+	Resolved Resolved `ignored:"true"`
 }
 
-// Load reads the environment, applies defaults and validates. The error
-// names every bad variable, whether it did not parse or is out of range.
+// Resolved holds the settings Load parses or reads from files, so nothing
+// after Load parses a variable again or meets an error Load did not report.
+type Resolved struct {
+	// TrustedProxies from SSE_TRUSTED_PROXIES (a bare address is a /32 or
+	// /128); empty: none.
+	TrustedProxies []netip.Prefix
+	// PrivateTopics from SSE_PRIVATE_TOPICS; empty: every topic is public.
+	PrivateTopics auth.Patterns
+	// CORSOrigins from SSE_CORS_ORIGINS, as browsers send them
+	// (scheme://host[:port], lower case), or "*".
+	CORSOrigins []string
+	// PublishTokens from SSE_PUBLISH_TOKENS and SSE_PUBLISH_TOKENS_FILE
+	// together; empty: the service generates one.
+	PublishTokens []string
+	// JWT configures the verifier (the secret and key files read); nil
+	// when no key source is set. Its Logger is left to the caller.
+	JWT *auth.Config
+}
+
+// Defaults returns every setting at its default. This is the one place a
+// default is written: where a package has its own (what a zero option
+// means), the setting's default is that constant.
+func Defaults() Config {
+	return Config{
+		Addr:              ":8080",
+		AdminAddr:         ":9090",
+		LogFormat:         "text",
+		LogLevel:          "info",
+		HeartbeatInterval: stream.DefaultHeartbeatInterval,
+		Retry:             stream.DefaultRetry,
+		ClockInterval:     time.Second,
+
+		HistorySize:        stream.DefaultHistorySize,
+		HistoryTTL:         stream.DefaultHistoryTTL,
+		IdempotencyWindow:  stream.DefaultIdempotencyWindow,
+		HistoryMaxBytes:    memory.DefaultMaxBytes,
+		IdempotencyMaxKeys: memory.DefaultMaxKeys,
+
+		ReplayMaxBytes:  stream.DefaultReplayMaxBytes,
+		ReplayRate:      stream.DefaultReplayRate,
+		ClientBuffer:    stream.DefaultClientBuffer,
+		WriteTimeout:    stream.DefaultWriteTimeout,
+		SendBuffer:      32 << 10,
+		MaxConnections:  10_000,
+		MaxConnsPerIP:   100,
+		MaxTopics:       32,
+		ReconnectJitter: stream.DefaultReconnectJitter,
+
+		MaxNonStreamConns:      2048,
+		MaxNonStreamConnsPerIP: 256,
+		IdleTimeout:            httpapi.DefaultIdleTimeout,
+
+		MaxEventBytes:  64 << 10,
+		MaxBatchEvents: 1000,
+		MaxBatchBytes:  1 << 20,
+
+		JWTJWKSRefresh: 5 * time.Minute,
+		AuthCookie:     "sse_token",
+
+		Broker:            "memory",
+		NATSStream:        natsbroker.DefaultStream,
+		NATSSubjectPrefix: natsbroker.DefaultSubjectPrefix,
+		NATSReplicas:      1,
+		NATSManageStream:  true,
+
+		ShutdownTimeout: 25 * time.Second,
+	}
+}
+
+// Load reads the environment over Defaults, validates, and resolves what
+// needs parsing or reading (Config.Resolved). The error names every bad
+// variable, whether it did not parse or is out of range.
 func Load() (Config, error) {
-	var c Config
+	c := Defaults()
 	if err := envconfig.Process(Prefix, &c); err == nil {
-		return c, c.Validate()
+		return c.resolve()
 	}
 	// envconfig stops at the first variable that does not parse: parse
 	// each field on its own, in a struct made of just that field, so every
@@ -102,6 +180,7 @@ func Load() (Config, error) {
 	var errs []error
 	for i := range t.NumField() {
 		one := reflect.New(reflect.StructOf([]reflect.StructField{t.Field(i)}))
+		one.Elem().Field(0).Set(v.Field(i)) // the default
 		err := envconfig.Process(Prefix, one.Interface())
 		var pe *envconfig.ParseError
 		switch {
@@ -114,7 +193,8 @@ func Load() (Config, error) {
 			v.Field(i).Set(one.Elem().Field(0))
 		}
 	}
-	for _, p := range c.problems() {
+	_, problems := c.resolved()
+	for _, p := range problems {
 		if !bad[p.name] {
 			errs = append(errs, p)
 		}
@@ -122,46 +202,30 @@ func Load() (Config, error) {
 	return Config{}, errors.Join(errs...)
 }
 
+// resolve fills c.Resolved, or returns every problem.
+func (c Config) resolve() (Config, error) {
+	r, problems := c.resolved()
+	if len(problems) > 0 {
+		errs := make([]error, len(problems))
+		for i, p := range problems {
+			errs[i] = p
+		}
+		return Config{}, errors.Join(errs...)
+	}
+	c.Resolved = r
+	return c, nil
+}
+
 func typeName(t string) string {
 	switch t {
 	case "time.Duration":
 		return "duration (such as 500ms, 15s, 2m, 1h)"
-	case "int":
+	case "int", "int64":
 		return "integer"
 	case "bool":
 		return "boolean (true or false)"
 	}
 	return t
-}
-
-// Usage writes every variable with its type, default and description, as
-// an aligned table.
-func Usage(w io.Writer) error {
-	var c Config
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if err := envconfig.Usagef(Prefix, &c, tw, envconfig.DefaultTableFormat); err != nil {
-		return err
-	}
-	return tw.Flush()
-}
-
-// Unknown returns the SSE_* variables in environ (as os.Environ gives it)
-// that are not settings, such as typos or settings of a newer version, so
-// they can be reported instead of silently ignored.
-func Unknown(environ []string) []string {
-	known := map[string]bool{}
-	t := reflect.TypeFor[Config]()
-	for i := range t.NumField() {
-		known[Prefix+"_"+t.Field(i).Tag.Get("envconfig")] = true
-	}
-	var out []string
-	for _, kv := range environ {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, Prefix+"_") && !known[k] {
-			out = append(out, k)
-		}
-	}
-	return out
 }
 
 // problem is one bad setting.
@@ -175,14 +239,14 @@ func (p problem) Error() string { return p.name + ": " + p.msg }
 // Validate returns every problem at once, each naming its variable and
 // what it accepts.
 func (c Config) Validate() error {
-	var errs []error
-	for _, p := range c.problems() {
-		errs = append(errs, p)
-	}
-	return errors.Join(errs...)
+	_, err := c.resolve()
+	return err
 }
 
-func (c Config) problems() []problem {
+// resolved parses and reads what c's variables name, and checks every
+// setting: the one place each is validated.
+func (c Config) resolved() (Resolved, []problem) {
+	var r Resolved
 	var errs []problem
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, problem{Prefix + "_" + name, fmt.Sprintf(format, args...)})
@@ -256,24 +320,28 @@ func (c Config) problems() []problem {
 	if c.SendBuffer > 0 && c.SendBuffer < 4096 {
 		bad("SEND_BUFFER", "must be 0 (kernel autotuning) or at least 4096 bytes (got %d)", c.SendBuffer)
 	}
-	if _, err := c.TrustedPrefixes(); err != nil {
+	var err error
+	if r.TrustedProxies, err = parsePrefixes(c.TrustedProxies); err != nil {
 		bad("TRUSTED_PROXIES", "%v (want comma-separated CIDRs such as 10.0.0.0/8,fd00::/8)", err)
 	}
 	for _, t := range c.PublishTokens {
-		if strings.TrimSpace(t) == "" {
-			continue // "a,b," has an empty last entry, as Tokens reads it
+		if t = strings.TrimSpace(t); t == "" {
+			continue // "a,b," has an empty last entry
 		}
 		if err := checkToken(t); err != nil {
 			bad("PUBLISH_TOKENS", "%v", err)
 			break
 		}
+		r.PublishTokens = append(r.PublishTokens, t)
 	}
 	if c.PublishTokensFile != "" {
-		if _, err := ReadTokensFile(c.PublishTokensFile); err != nil {
+		ts, err := readTokensFile(c.PublishTokensFile)
+		if err != nil {
 			bad("PUBLISH_TOKENS_FILE", "%v", err)
 		}
+		r.PublishTokens = append(r.PublishTokens, ts...)
 	}
-	errs = append(errs, c.authProblems()...)
+	errs = append(errs, c.resolveAuth(&r)...)
 	switch c.Broker {
 	case "memory":
 	case "nats":
@@ -319,13 +387,13 @@ func (c Config) problems() []problem {
 	default:
 		bad("BROKER", "%q is not one of: memory, nats", c.Broker)
 	}
-	return errs
+	return r, errs
 }
 
-// TrustedPrefixes parses TrustedProxies. A bare address means that one host.
-func (c Config) TrustedPrefixes() ([]netip.Prefix, error) {
+// parsePrefixes parses CIDRs; a bare address means that one host.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range c.TrustedProxies {
+	for _, s := range list {
 		s = strings.TrimSpace(s)
 		if s == "" {
 			continue
@@ -347,29 +415,10 @@ func (c Config) TrustedPrefixes() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// Tokens returns the configured publish tokens: the variable's and the
-// file's together. None means the caller should generate one.
-func (c Config) Tokens() ([]string, error) {
-	var out []string
-	for _, t := range c.PublishTokens {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	if c.PublishTokensFile != "" {
-		ts, err := ReadTokensFile(c.PublishTokensFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s_PUBLISH_TOKENS_FILE: %w", Prefix, err)
-		}
-		out = append(out, ts...)
-	}
-	return out, nil
-}
-
-// ReadTokensFile reads tokens separated by newlines or commas; blank lines
+// readTokensFile reads tokens separated by newlines or commas; blank lines
 // and lines starting with # are ignored. An existing file with no token is
 // an error: it would leave publishing open to nobody by accident.
-func ReadTokensFile(path string) ([]string, error) {
+func readTokensFile(path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)

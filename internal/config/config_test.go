@@ -88,8 +88,11 @@ func TestLoadDefaults(t *testing.T) {
 			t.Errorf("default %s = %v, want %v", tt.name, tt.got, tt.want)
 		}
 	}
-	if toks, err := c.Tokens(); err != nil || len(toks) != 0 {
-		t.Fatalf("default Tokens() = %v, %v; want none, so one is generated", toks, err)
+	if toks := c.Resolved.PublishTokens; len(toks) != 0 {
+		t.Fatalf("default publish tokens = %v; want none, so one is generated", toks)
+	}
+	if c.Resolved.JWT != nil {
+		t.Fatalf("default JWT config = %+v; want none", c.Resolved.JWT)
 	}
 }
 
@@ -167,7 +170,7 @@ func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"secret and secret file", map[string]string{"JWT_SECRET": strings.Repeat("s", 32), "JWT_SECRET_FILE": "/nonexistent"}, []string{"SSE_JWT_SECRET", "not both"}},
 		{"missing secret file", map[string]string{"JWT_SECRET_FILE": "/nonexistent/secret"}, []string{"SSE_JWT_SECRET_FILE", "no such file"}},
 		{"missing public key file", map[string]string{"JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, []string{"SSE_JWT_PUBLIC_KEY_FILE", "no such file"}},
-		{"JWKS URL without scheme", map[string]string{"JWT_JWKS_URL": "idp.example.com/certs"}, []string{"SSE_JWT_JWKS_URL", "http(s) URL"}},
+		{"JWKS URL without scheme", map[string]string{"JWT_JWKS_URL": "idp.example.com/certs"}, []string{"SSE_JWT_JWKS_URL", "http or https URL"}},
 		{"JWKS refresh too often", map[string]string{"JWT_JWKS_REFRESH": "10ms"}, []string{"SSE_JWT_JWKS_REFRESH", "at least 1s"}},
 		{"leeway too large", map[string]string{"JWT_LEEWAY": "1h"}, []string{"SSE_JWT_LEEWAY", "0 to 5m"}},
 		{"cookie name with a space", map[string]string{"AUTH_COOKIE": "sse token"}, []string{"SSE_AUTH_COOKIE", "not a cookie name"}},
@@ -296,11 +299,8 @@ func TestTrustedPrefixes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			ps, err := c.TrustedPrefixes()
-			if err != nil {
-				t.Fatalf("TrustedPrefixes: %v", err)
-			}
 			var got []string
+			ps := c.Resolved.TrustedProxies
 			for _, p := range ps {
 				got = append(got, p.String())
 			}
@@ -310,10 +310,9 @@ func TestTrustedPrefixes(t *testing.T) {
 		})
 	}
 	t.Run("a bare address contains only itself", func(t *testing.T) {
-		c := Config{TrustedProxies: []string{"192.0.2.7"}}
-		ps, err := c.TrustedPrefixes()
+		ps, err := parsePrefixes([]string{"192.0.2.7"})
 		if err != nil || len(ps) != 1 {
-			t.Fatalf("TrustedPrefixes = %v, %v", ps, err)
+			t.Fatalf("parsePrefixes = %v, %v", ps, err)
 		}
 		if ps[0].Contains(netip.MustParseAddr("192.0.2.8")) {
 			t.Fatalf("%v contains a neighbouring address", ps[0])
@@ -367,12 +366,8 @@ func TestTokensFile(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			got, err := c.Tokens()
-			if err != nil {
-				t.Fatalf("Tokens: %v", err)
-			}
-			if !slices.Equal(got, tt.want) {
-				t.Fatalf("Tokens() = %q, want %q", got, tt.want)
+			if got := c.Resolved.PublishTokens; !slices.Equal(got, tt.want) {
+				t.Fatalf("publish tokens = %q, want %q", got, tt.want)
 			}
 		})
 	}
@@ -385,35 +380,25 @@ func TestTokensTrimsTheVariablesTokens(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	got, err := c.Tokens()
-	if err != nil {
-		t.Fatalf("Tokens: %v", err)
-	}
-	if want := []string{tokA, tokB}; !slices.Equal(got, want) {
-		t.Fatalf("Tokens() = %q, want %q", got, want)
+	if got, want := c.Resolved.PublishTokens, []string{tokA, tokB}; !slices.Equal(got, want) {
+		t.Fatalf("publish tokens = %q, want %q", got, want)
 	}
 }
 
-func TestTokensFileRemovedAfterLoadIsAnError(t *testing.T) {
-	path := writeFile(t, tokA)
-	c := Config{PublishTokensFile: path}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Tokens(); err == nil || !strings.Contains(err.Error(), "SSE_PUBLISH_TOKENS_FILE") {
-		t.Fatalf("Tokens() with a vanished file: err = %v, want one naming SSE_PUBLISH_TOKENS_FILE", err)
-	}
-}
-
-func TestUsageListsEveryVariable(t *testing.T) {
+func TestUsageListsEveryVariableWithinHundredColumns(t *testing.T) {
 	var buf bytes.Buffer
 	if err := Usage(&buf); err != nil {
 		t.Fatalf("Usage: %v", err)
 	}
 	out := buf.String()
 	typ := reflect.TypeFor[Config]()
+	n := 0
 	for i := range typ.NumField() {
 		f := typ.Field(i)
+		if f.Name == "Resolved" {
+			continue
+		}
+		n++
 		tag := f.Tag.Get("envconfig")
 		if tag == "" {
 			t.Fatalf("field %s has no envconfig tag", f.Name)
@@ -421,9 +406,47 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		if f.Tag.Get("desc") == "" {
 			t.Errorf("field %s (%s) has no desc tag", f.Name, tag)
 		}
-		if name := Prefix + "_" + tag; !strings.Contains(out, name+" ") {
+		if f.Tag.Get("default") != "" {
+			t.Errorf("field %s has a default tag: defaults live in Defaults()", f.Name)
+		}
+		if name := Prefix + "_" + tag; !strings.Contains(out, "  "+name+" (") {
 			t.Errorf("Usage does not list %s:\n%s", name, out)
 		}
+	}
+	if got := len(Variables()); got != n {
+		t.Errorf("Variables() lists %d settings, want %d", got, n)
+	}
+	for i, line := range strings.Split(out, "\n") {
+		if len(line) > 100 {
+			t.Errorf("line %d is %d columns wide: %q", i+1, len(line), line)
+		}
+	}
+	for _, want := range []string{"SSE_HEARTBEAT_INTERVAL (duration, default 15s)", "SSE_TRUSTED_PROXIES (list, default none)", "SSE_NATS_MANAGE_STREAM (bool, default true)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Usage lacks %q", want)
+		}
+	}
+}
+
+func TestUnknownSuggestsTheNearestSetting(t *testing.T) {
+	tests := []struct {
+		env  string
+		want []string
+	}{
+		{"SSE_HEARTBEAT_INTERVALL=15s", []string{"SSE_HEARTBEAT_INTERVALL (did you mean SSE_HEARTBEAT_INTERVAL?)"}},
+		{"SSE_MAX_CONECTIONS=5", []string{"SSE_MAX_CONECTIONS (did you mean SSE_MAX_CONNECTIONS?)"}},
+		{"SSE_LOG_FROMAT=json", []string{"SSE_LOG_FROMAT (did you mean SSE_LOG_FORMAT?)"}},
+		{"sse_addr=:1", nil}, // not the prefix
+		{"SSE_ADDR=:1", nil},
+		{"SSE_SOMETHING_ELSE_ENTIRELY=1", []string{"SSE_SOMETHING_ELSE_ENTIRELY"}},
+		{"HOME=/root", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.env, func(t *testing.T) {
+			if got := Unknown([]string{tt.env}); !slices.Equal(got, tt.want) {
+				t.Fatalf("Unknown(%q) = %q, want %q", tt.env, got, tt.want)
+			}
+		})
 	}
 }
 
@@ -439,17 +462,15 @@ func TestAuthSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, err := c.PrivatePatterns()
-	if err != nil || ps.String() != "user:*,orders" {
-		t.Fatalf("private patterns %q %v", ps.String(), err)
+	if ps := c.Resolved.PrivateTopics; ps.String() != "user:*,orders" {
+		t.Fatalf("private patterns %q", ps.String())
 	}
-	secret, err := c.JWTSecretBytes()
-	if err != nil || string(secret) != strings.Repeat("f", 32) {
-		t.Fatalf("secret %q %v: want the file without its newline", secret, err)
+	if c.Resolved.JWT == nil || string(c.Resolved.JWT.Secret) != strings.Repeat("f", 32) {
+		t.Fatalf("JWT config %+v: want the secret file without its newline", c.Resolved.JWT)
 	}
-	origins, err := c.Origins()
-	if want := []string{"https://app.example.com", "http://localhost:3000", "*"}; err != nil || !slices.Equal(origins, want) {
-		t.Fatalf("origins %q %v, want %q", origins, err, want)
+	origins := c.Resolved.CORSOrigins
+	if want := []string{"https://app.example.com", "http://localhost:3000", "*"}; !slices.Equal(origins, want) {
+		t.Fatalf("origins %q, want %q", origins, want)
 	}
 	if c.AuthCookie != "sse_token" || c.JWTLeeway != 0 || c.JWTJWKSRefresh != 5*time.Minute {
 		t.Fatalf("defaults: cookie %q leeway %s refresh %s", c.AuthCookie, c.JWTLeeway, c.JWTJWKSRefresh)

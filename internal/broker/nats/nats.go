@@ -74,12 +74,19 @@ type Options struct {
 	Metrics Metrics
 }
 
+// Defaults of Options.Stream and Options.SubjectPrefix (and of the
+// service's SSE_NATS_STREAM and SSE_NATS_SUBJECT_PREFIX).
+const (
+	DefaultStream        = "SSE"
+	DefaultSubjectPrefix = "sse"
+)
+
 func (o Options) withDefaults() Options {
 	if o.Stream == "" {
-		o.Stream = "SSE"
+		o.Stream = DefaultStream
 	}
 	if o.SubjectPrefix == "" {
-		o.SubjectPrefix = "sse"
+		o.SubjectPrefix = DefaultSubjectPrefix
 	}
 	if o.Replicas <= 0 {
 		o.Replicas = 1

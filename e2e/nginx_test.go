@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"text/template"
 	"time"
@@ -157,12 +156,6 @@ func nginxDuration(d time.Duration) string {
 		return fmt.Sprintf("%ds", d/time.Second)
 	}
 	return fmt.Sprintf("%dms", d/time.Millisecond)
-}
-
-// accessLog returns nginx's access log so far.
-func (n *nginxProxy) accessLog() string {
-	b, _ := os.ReadFile(filepath.Join(n.dir, "access.log"))
-	return strings.TrimSpace(string(b))
 }
 
 // errorLog returns nginx's error log so far.

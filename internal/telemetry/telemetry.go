@@ -22,10 +22,7 @@ import (
 type Tracing struct {
 	Provider   trace.TracerProvider
 	Propagator propagation.TextMapPropagator
-	// Exporting is false when traces go nowhere (no endpoint configured or
-	// OTEL_TRACES_EXPORTER=none): spans are then not even recorded.
-	Exporting bool
-	shutdown  func(context.Context) error
+	shutdown   func(context.Context) error
 }
 
 // Shutdown flushes and stops the exporter.
@@ -65,7 +62,7 @@ func Setup(ctx context.Context, getenv func(string) string, version string) (Tra
 	}
 	// The sampler follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	t.Provider, t.Exporting, t.shutdown = tp, true, tp.Shutdown
+	t.Provider, t.shutdown = tp, tp.Shutdown
 	return t, nil
 }
 

@@ -34,7 +34,7 @@ const (
 )
 
 // runFeed delivers events from sequence start on until the broker closes.
-func (b *Broker) runFeed(st *streamState, f stream.Feed, start uint64) {
+func (b *Broker) runFeed(st *jsStream, f stream.Feed, start uint64) {
 	last := start - 1 // the stream sequence delivered last
 	wait := 50 * time.Millisecond
 	for attempt := 1; b.ctx.Err() == nil; attempt++ {
@@ -60,7 +60,7 @@ var errFeedReading = errors.New("live feed stopped")
 
 // feedOnce creates a consumer from the sequence after *last and delivers
 // what it reads until it fails.
-func (b *Broker) feedOnce(st *streamState, f stream.Feed, last *uint64) error {
+func (b *Broker) feedOnce(st *jsStream, f stream.Feed, last *uint64) error {
 	ctx, cancel := context.WithTimeout(b.ctx, min(b.opts.RequestTimeout, 2*time.Second))
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, b.opts.Stream, jetstream.ConsumerConfig{
 		Name:              "sse-feed-" + nuid.Next(),
@@ -126,7 +126,7 @@ func (b *Broker) feedOnce(st *streamState, f stream.Feed, last *uint64) error {
 }
 
 // feedMsg hands one stored message to the hub.
-func (b *Broker) feedMsg(st *streamState, f stream.Feed, last *uint64, subject string, seq uint64, h nats.Header, data []byte, ts time.Time) {
+func (b *Broker) feedMsg(st *jsStream, f stream.Feed, last *uint64, subject string, seq uint64, h nats.Header, data []byte, ts time.Time) {
 	if seq <= *last {
 		return // already delivered (a consumer started before a reset)
 	}
@@ -149,7 +149,7 @@ func (b *Broker) feedMsg(st *streamState, f stream.Feed, last *uint64, subject s
 }
 
 // event turns a stored message into an event.
-func (b *Broker) event(st *streamState, subject string, seq uint64, h nats.Header, data []byte, ts time.Time) (*stream.Event, bool) {
+func (b *Broker) event(st *jsStream, subject string, seq uint64, h nats.Header, data []byte, ts time.Time) (*stream.Event, bool) {
 	topic, ok := b.topic(subject)
 	if !ok {
 		return nil, false

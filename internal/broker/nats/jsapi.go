@@ -175,8 +175,8 @@ func (b *Broker) leaderGet(ctx context.Context, subject string, seq uint64, last
 }
 
 // firstSeq is the stream's first sequence (at least 1), from its leader.
-func (b *Broker) firstSeq(ctx context.Context, st *streamState) (uint64, error) {
-	info, err := st.stream.Info(ctx)
+func (b *Broker) firstSeq(ctx context.Context, st *jsStream) (uint64, error) {
+	info, err := st.handle.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("stream info: %w", classifySendError(err))
 	}

@@ -155,8 +155,8 @@ type Broker struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup // the goroutine Attach starts
 
-	state   atomic.Pointer[streamState] // nil until the stream is open
-	feeding atomic.Bool                 // the live feed's consumer runs
+	state   atomic.Pointer[jsStream] // nil until the stream is open
+	feeding atomic.Bool              // the live feed's consumer runs
 	// leaderSeen is when the stream's leader last answered the readiness
 	// probe (Unix nanoseconds; 0: never).
 	leaderSeen atomic.Int64
@@ -169,9 +169,11 @@ type Broker struct {
 	topics   map[string]*topic // subject -> publish state, see publish.go
 }
 
-// streamState is what the broker knows of its stream once it is open.
-type streamState struct {
-	stream   jetstream.Stream
+// jsStream is what the broker knows of its JetStream stream once it is
+// open. In this package "stream" alone always means that JetStream stream;
+// a subscriber's event stream is the hub's business (package stream).
+type jsStream struct {
+	handle   jetstream.Stream
 	epoch    string
 	atomic   bool // the stream takes atomic batches
 	replicas int  // copies of the stream: reads from any copy may lag
@@ -307,7 +309,7 @@ func (b *Broker) warn(msg string, args ...any) { b.warnings.Log(slog.LevelWarn, 
 // open finds (or, with ManageStream, creates or updates) the stream,
 // retrying with backoff until it succeeds or the broker closes. head is
 // the stream's last sequence.
-func (b *Broker) open() (st *streamState, head uint64, ok bool) {
+func (b *Broker) open() (st *jsStream, head uint64, ok bool) {
 	wait := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		st, head, err := b.openStream()
@@ -330,7 +332,7 @@ func (b *Broker) open() (st *streamState, head uint64, ok bool) {
 	}
 }
 
-func (b *Broker) openStream() (*streamState, uint64, error) {
+func (b *Broker) openStream() (*jsStream, uint64, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.RequestTimeout)
 	defer cancel()
 	var s jetstream.Stream
@@ -364,8 +366,8 @@ func (b *Broker) openStream() (*streamState, uint64, error) {
 	if !info.Config.AllowDirect {
 		return nil, 0, fmt.Errorf("jetstream stream %s does not allow direct gets (allow_direct), which resumes need: update it, or let the service manage it (SSE_NATS_MANAGE_STREAM=true)", b.opts.Stream)
 	}
-	return &streamState{
-		stream:   s,
+	return &jsStream{
+		handle:   s,
 		atomic:   info.Config.AllowAtomicPublish,
 		replicas: info.Config.Replicas,
 		epoch:    strconv.FormatInt(info.Created.UnixNano(), 36),
@@ -373,7 +375,7 @@ func (b *Broker) openStream() (*streamState, uint64, error) {
 }
 
 // opened returns the stream's state, or errNotOpen/ErrClosed.
-func (b *Broker) opened() (*streamState, error) {
+func (b *Broker) opened() (*jsStream, error) {
 	if b.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
@@ -401,10 +403,10 @@ func (b *Broker) topic(subject string) (string, bool) {
 	return string(t), err == nil
 }
 
-func (st *streamState) id(seq uint64) string { return stream.FormatID(st.epoch, seq) }
+func (st *jsStream) id(seq uint64) string { return stream.FormatID(st.epoch, seq) }
 
 // parseID returns the sequence an id of this stream names.
-func (st *streamState) parseID(id string) (uint64, *stream.GapError) {
+func (st *jsStream) parseID(id string) (uint64, *stream.GapError) {
 	return stream.ParseID(id, st.epoch)
 }
 

@@ -137,7 +137,7 @@ func (b *Broker) newRequest(msgs []stream.Message) *pubReq {
 // everything queued by then. A request whose ctx ends while it still
 // waits is withdrawn (nothing was sent); once sent, its outcome is waited
 // for (bounded by RequestTimeout).
-func (b *Broker) publishQueued(ctx context.Context, st *streamState, subject string, req *pubReq) error {
+func (b *Broker) publishQueued(ctx context.Context, st *jsStream, subject string, req *pubReq) error {
 	t := b.useTopic(subject)
 	defer b.leaveTopic(t)
 	t.mu.Lock()
@@ -166,7 +166,7 @@ func (b *Broker) publishQueued(ctx context.Context, st *streamState, subject str
 // it takes the turn of each of its topics, in subject order (so two such
 // requests cannot wait for each other), and stores its events as one
 // atomic batch.
-func (b *Broker) publishAcross(ctx context.Context, st *streamState, subjects []string, req *pubReq) error {
+func (b *Broker) publishAcross(ctx context.Context, st *jsStream, subjects []string, req *pubReq) error {
 	topics := make(map[string]*topic, len(subjects))
 	for _, s := range subjects {
 		t := b.useTopic(s)
@@ -188,7 +188,7 @@ func (b *Broker) publishAcross(ctx context.Context, st *streamState, subjects []
 
 // storeRound stores the events of reqs, in order, and completes each
 // request. The caller holds the turn of every topic in topics.
-func (b *Broker) storeRound(st *streamState, topics map[string]*topic, reqs []*pubReq) {
+func (b *Broker) storeRound(st *jsStream, topics map[string]*topic, reqs []*pubReq) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.RequestTimeout)
 	defer cancel()
 	var msgs []*nats.Msg
@@ -227,7 +227,7 @@ func (b *Broker) storeRound(st *streamState, topics map[string]*topic, reqs []*p
 // came (the message ids make a repeat harmless). With batch, and a stream
 // that takes atomic batches, msgs are stored as one; otherwise one by one,
 // and on error acks holds those of the events stored before it.
-func (b *Broker) store(ctx context.Context, st *streamState, topics map[string]*topic, msgs []*nats.Msg, batch bool) (acks []pubAck, err error) {
+func (b *Broker) store(ctx context.Context, st *jsStream, topics map[string]*topic, msgs []*nats.Msg, batch bool) (acks []pubAck, err error) {
 	oneByOne := len(msgs) == 1 || !st.atomic || !batch
 	acks = make([]pubAck, 0, len(msgs))
 	unknown := false // a request went out and got no answer

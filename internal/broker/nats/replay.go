@@ -54,7 +54,7 @@ func (b *Broker) Replay(ctx context.Context, topics []string, lastEventID string
 // errStopped wraps an error of fn: the stream stopped taking events.
 var errStopped = errors.New("stopped by the stream")
 
-func (b *Broker) replay(ctx context.Context, st *streamState, topics []string, lastEventID string, after, upTo uint64, fn func(*stream.Event) error) error {
+func (b *Broker) replay(ctx context.Context, st *jsStream, topics []string, lastEventID string, after, upTo uint64, fn func(*stream.Event) error) error {
 	r, err := b.newDirectReader()
 	if err != nil {
 		return fmt.Errorf("replay: %w: %w", stream.ErrUnavailable, err)
@@ -119,7 +119,7 @@ type cursor struct {
 // replayer is one Replay's shared state.
 type replayer struct {
 	b           *Broker
-	st          *streamState
+	st          *jsStream
 	r           *directReader
 	after       uint64
 	upTo        uint64

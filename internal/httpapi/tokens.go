@@ -1,5 +1,8 @@
 package httpapi
 
+// Publish tokens: the configured set, checked in constant time, and the
+// bearer token of a request.
+
 import (
 	"crypto/sha256"
 	"crypto/subtle"

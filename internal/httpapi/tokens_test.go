@@ -69,7 +69,9 @@ func TestBearer(t *testing.T) {
 	}
 }
 
-func TestAuthorizePublish(t *testing.T) {
+// publisher accepts a configured publish token (case-insensitive "Bearer")
+// and answers anything else with 401 and a WWW-Authenticate challenge.
+func TestPublisherAcceptsOnlyAConfiguredToken(t *testing.T) {
 	const tok = "s3cret-token-0001"
 	s := &server{tokens: newTokenSet([]string{tok})}
 	tests := []struct {

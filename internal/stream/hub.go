@@ -198,8 +198,9 @@ func (h *Hub) Drain() {
 	}
 }
 
-// ErrDraining is returned to new subscribers once Drain was called. It maps
-// to 503 with Retry-After.
+// ErrDraining is what a caller answers a new subscriber with while Draining
+// reports true (the hub itself ends such a stream at once, with its
+// sse-reconnect). It maps to 503 with Retry-After.
 var ErrDraining = errors.New("draining")
 
 // Draining reports whether Drain was called.

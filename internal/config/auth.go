@@ -11,9 +11,6 @@ import (
 	"github.com/sse-service/sse-service/internal/auth"
 )
 
-// ClockTopic is the built-in topic; PRIVATE_TOPICS=* leaves it public.
-const ClockTopic = "clock"
-
 // authProblems checks the private-topic, JWT and CORS settings.
 func (c Config) authProblems() []problem {
 	var errs []problem

@@ -126,7 +126,11 @@ func NewEvent(id string, seq uint64, m Message, published time.Time) *Event {
 	}
 }
 
-// ValidateTopic checks a topic name: 1-200 characters of A-Za-z0-9._~:/@-.
+// TopicAlphabet names the characters a topic may hold, as error messages
+// spell it out; TopicByte is its definition.
+const TopicAlphabet = "A-Z a-z 0-9 . _ ~ : / @ -"
+
+// ValidateTopic checks a topic name: 1-200 characters of TopicAlphabet.
 func ValidateTopic(t string) error {
 	if t == "" {
 		return fmt.Errorf("%w topic: empty", ErrInvalid)
@@ -135,14 +139,16 @@ func ValidateTopic(t string) error {
 		return fmt.Errorf("%w topic: longer than %d characters", ErrInvalid, MaxTopicLen)
 	}
 	for i := 0; i < len(t); i++ {
-		if !topicByte(t[i]) {
-			return fmt.Errorf("%w topic %q: character %q not allowed (allowed: A-Z a-z 0-9 . _ ~ : / @ -)", ErrInvalid, t, rune(t[i]))
+		if !TopicByte(t[i]) {
+			return fmt.Errorf("%w topic %q: character %q not allowed (allowed: %s)", ErrInvalid, t, rune(t[i]), TopicAlphabet)
 		}
 	}
 	return nil
 }
 
-func topicByte(c byte) bool {
+// TopicByte reports whether c may appear in a topic name. Topic patterns
+// (internal/auth) use it too, so both accept the same alphabet.
+func TopicByte(c byte) bool {
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true

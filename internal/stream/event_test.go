@@ -37,6 +37,26 @@ func TestValidateTopic(t *testing.T) {
 	}
 }
 
+// TestTopicAlphabetSpellsOutTopicByte: error messages quote TopicAlphabet,
+// so it must name exactly the bytes TopicByte accepts.
+func TestTopicAlphabetSpellsOutTopicByte(t *testing.T) {
+	var want [256]bool
+	for _, tok := range strings.Fields(TopicAlphabet) {
+		if len(tok) == 3 && tok[1] == '-' {
+			for c := tok[0]; c <= tok[2]; c++ {
+				want[c] = true
+			}
+			continue
+		}
+		want[tok[0]] = true
+	}
+	for c := range 256 {
+		if got := TopicByte(byte(c)); got != want[c] {
+			t.Errorf("TopicByte(%q) = %v, but TopicAlphabet %q says %v", rune(c), got, TopicAlphabet, want[c])
+		}
+	}
+}
+
 func TestValidateEventType(t *testing.T) {
 	tests := []struct {
 		name string

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/sse-service/sse-service/internal/stream"
 )
 
 // MaxPatternLen is the longest pattern ParsePattern accepts, in bytes: the
 // longest topic name, so a pattern is never longer than what it names.
-const MaxPatternLen = 200
+const MaxPatternLen = stream.MaxTopicLen
 
 // ErrPattern marks a pattern that ParsePattern refuses.
 var ErrPattern = errors.New("invalid topic pattern")
@@ -22,7 +24,7 @@ type Pattern struct {
 }
 
 // ParsePattern checks s and returns it as a Pattern. s must be 1 to
-// MaxPatternLen bytes of the topic alphabet (A-Za-z0-9._~:/@-) and `*`.
+// MaxPatternLen bytes of the topic alphabet (stream.TopicByte) and `*`.
 func ParsePattern(s string) (Pattern, error) {
 	switch {
 	case s == "":
@@ -31,21 +33,12 @@ func ParsePattern(s string) (Pattern, error) {
 		return Pattern{}, fmt.Errorf("%w %q...: longer than %d bytes", ErrPattern, s[:32], MaxPatternLen)
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c != '*' && !topicByte(c) {
+		if c := s[i]; c != '*' && !stream.TopicByte(c) {
 			r, _ := utf8.DecodeRuneInString(s[i:])
-			return Pattern{}, fmt.Errorf("%w %q: character %q not allowed (allowed: A-Z a-z 0-9 . _ ~ : / @ - and *)", ErrPattern, s, r)
+			return Pattern{}, fmt.Errorf("%w %q: character %q not allowed (allowed: %s and *)", ErrPattern, s, r, stream.TopicAlphabet)
 		}
 	}
 	return Pattern{s: s}, nil
-}
-
-// topicByte reports whether c belongs to the topic alphabet of the contract.
-func topicByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("._~:/@-", c) >= 0
 }
 
 // String returns the pattern as it was parsed.

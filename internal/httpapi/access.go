@@ -15,9 +15,6 @@ import (
 	"github.com/sse-service/sse-service/internal/stream"
 )
 
-// clockTopic is the built-in topic, public even when every other topic is
-// private (PRIVATE_TOPICS=*), unless listed by name.
-const clockTopic = "clock"
 
 // accessTokenParam is the query parameter that may carry a subscriber's
 // token, for clients that can neither set a header nor send a cookie.
@@ -89,9 +86,11 @@ func (s *server) subscriberToken(r *http.Request) string {
 	return tok
 }
 
-// private reports whether subscribing to topic needs a token.
+// private reports whether subscribing to topic needs a token. The clock
+// topic is public even when every other topic is private
+// (PRIVATE_TOPICS=*), unless listed by name.
 func (s *server) private(topic string) bool {
-	if topic == clockTopic {
+	if topic == stream.ClockTopic {
 		return s.clockPrivate
 	}
 	return s.opts.PrivateTopics.Match(topic)

@@ -191,7 +191,7 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		limiter: newConnLimiter(opts.MaxConnections, opts.MaxConnsPerIP),
 		tokens:  newTokenSet(opts.PublishTokens),
 		clockPrivate: slices.ContainsFunc(opts.PrivateTopics, func(p auth.Pattern) bool {
-			return p.String() == clockTopic
+			return p.String() == stream.ClockTopic
 		}),
 		conns:    make(map[net.Conn]struct{}),
 		failures: ratelog.New(log, 5, 20),

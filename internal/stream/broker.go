@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrUnavailable means the broker cannot accept or serve events right now
@@ -130,57 +128,3 @@ func RetentionDefaults(size int, ttl, window time.Duration) (int, time.Duration,
 	}
 	return size, ttl, window
 }
-
-// CloseReason says why a stream ended.
-type CloseReason string
-
-// The reasons a stream ends. The Dropped ones count as drops.
-const (
-	ClosedByClient  CloseReason = "client_closed"
-	DroppedSlow     CloseReason = "slow"
-	DroppedWriteErr CloseReason = "write_error"
-	DroppedShutdown CloseReason = "shutdown"
-	// ClosedUnavailable: the broker could not replay history; the client
-	// reconnects and tries again.
-	ClosedUnavailable CloseReason = "unavailable"
-	// ClosedAuthExpired: the subscriber's token expired (see
-	// Subscription.Expires); not a drop.
-	ClosedAuthExpired CloseReason = "auth_expired"
-)
-
-// Final reports whether the hub ended the stream on purpose after writing
-// its last frame (a retry on shutdown, sse-auth-expired), rather than
-// because writing or the client failed: the HTTP layer then ends the
-// response as that frame asks (broken off after a drain, so every client
-// reconnects; cleanly after sse-auth-expired).
-func (r CloseReason) Final() bool {
-	return r == DroppedShutdown || r == ClosedAuthExpired
-}
-
-// Metrics receives counts from the hub. Implementations must be safe for
-// concurrent use and cheap: EventsSent and Delivered run on the hot path.
-type Metrics interface {
-	StreamOpened()
-	StreamClosed(reason CloseReason, lifetime time.Duration)
-	EventsPublished(n int)
-	// EventsSent counts events written to one stream in one write, of which
-	// replayed came from history, and all bytes written (frames, heartbeats,
-	// retry fields).
-	EventsSent(events, replayed, bytes int)
-	// Delivered observes the time from publish to the write of one event.
-	// exemplar, when valid, is the publish's trace id to attach.
-	Delivered(latency time.Duration, exemplar trace.TraceID)
-	HeartbeatSent()
-}
-
-// NopMetrics counts nothing. Useful in tests and benchmarks.
-type NopMetrics struct{}
-
-func (NopMetrics) StreamOpened()                           {}
-func (NopMetrics) StreamClosed(CloseReason, time.Duration) {}
-func (NopMetrics) EventsPublished(int)                     {}
-func (NopMetrics) EventsSent(int, int, int)                {}
-func (NopMetrics) Delivered(time.Duration, trace.TraceID)  {}
-func (NopMetrics) HeartbeatSent()                          {}
-
-var _ Metrics = NopMetrics{}

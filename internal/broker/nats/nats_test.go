@@ -33,12 +33,20 @@ func newBroker(t *testing.T, url string, opts natsbroker.Options) *natsbroker.Br
 	return b
 }
 
-// sink is the feed: it collects what the broker hands the hub. A loss is
-// recorded as an event of type sse-gap with the last lost id.
+// sink is the feed: it collects what the broker hands the hub, deliveries
+// and losses apart, as the hub receives them.
 type sink struct {
 	started chan stream.Position
 	mu      sync.Mutex
 	evs     []*stream.Event
+	losses  []loss
+}
+
+// loss is one Feed.Lost call; delivered is how many events came before it.
+type loss struct {
+	last      stream.Position
+	after     string
+	delivered int
 }
 
 func (s *sink) Start(head stream.Position) { s.started <- head }
@@ -49,8 +57,10 @@ func (s *sink) Deliver(ev *stream.Event) {
 	s.mu.Unlock()
 }
 
-func (s *sink) Lost(last stream.Position, _ string) {
-	s.Deliver(&stream.Event{ID: last.ID, Seq: last.Seq, Type: stream.TypeGap})
+func (s *sink) Lost(last stream.Position, after string) {
+	s.mu.Lock()
+	s.losses = append(s.losses, loss{last: last, after: after, delivered: len(s.evs)})
+	s.mu.Unlock()
 }
 
 // attach attaches a sink to b and waits for the feed to start.
@@ -416,21 +426,24 @@ func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
 	attach(t, pub)
 	proxy := tcpproxy.Start(t, strings.TrimPrefix(ns.URL(), "nats://"))
 	late := newBroker(t, "nats://"+proxy.Addr(), natsbroker.Options{HistorySize: 3})
-	s, _ := attach(t, late)
+	s, head := attach(t, late)
 	proxy.Freeze() // late reads nothing for a while
 	var ids []string
 	for i := range 10 {
 		ids = append(ids, publish(t, pub, stream.Message{Topic: "t", Data: fmt.Sprint(i)}).ID)
 	}
 	proxy.Thaw() // events 1-7 are gone by now
-	got := s.wait(t, 4)
-	if got[0].Type != stream.TypeGap || got[0].ID != ids[6] {
-		t.Fatalf("first delivery = %s %q, want a loss up to %s", got[0].ID, got[0].Type, ids[6])
-	}
-	for i, ev := range got[1:] {
+	got := s.wait(t, 3)
+	for i, ev := range got {
 		if ev.ID != ids[7+i] {
-			t.Fatalf("after the loss got %s, want %s", ev.ID, ids[7+i])
+			t.Fatalf("delivery %d = %s, want %s", i, ev.ID, ids[7+i])
 		}
+	}
+	s.mu.Lock()
+	losses := slices.Clone(s.losses)
+	s.mu.Unlock()
+	if len(losses) != 1 || losses[0].last.ID != ids[6] || losses[0].after != head.ID || losses[0].delivered != 0 {
+		t.Fatalf("losses = %+v, want one, before any delivery, of the events after %s up to %s", losses, head.ID, ids[6])
 	}
 }
 

@@ -1,0 +1,152 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// writer sends frames to one subscriber. Frames are gathered in a pooled
+// batch and written with one Write and one Flush, under a fresh deadline each
+// time; an idle stream holds no buffer.
+type writer struct {
+	h         *Hub
+	s         *subscriber
+	b         *batch    // nil unless frames are pending
+	lastWrite time.Time // when the last write started
+	deadline  time.Time // the write deadline last set on the conn
+	sent      int       // events written
+	replayed  int       // of which from history
+	err       error     // why the broker could not serve the stream
+}
+
+// batch is a pooled write buffer.
+type batch struct {
+	buf      []byte
+	live     []*Event // the live events in buf
+	replayed int      // events in buf that came from history
+}
+
+// pending returns the batch to append to, taking one from the pool.
+func (w *writer) pending() *batch {
+	if w.b == nil {
+		w.b = w.h.batches.Get().(*batch)
+	}
+	return w.b
+}
+
+// release returns a batch that was not flushed.
+func (w *writer) release() {
+	if w.b != nil {
+		w.h.putBatch(w.b)
+		w.b = nil
+	}
+}
+
+func (h *Hub) putBatch(b *batch) {
+	clear(b.live)
+	b.buf, b.live, b.replayed = b.buf[:0], b.live[:0], 0
+	h.batches.Put(b)
+}
+
+func (w *writer) append(p string) {
+	b := w.pending()
+	b.buf = append(b.buf, p...)
+}
+
+// appendReplayed adds a replayed event, flushing first when the batch is full.
+func (w *writer) appendReplayed(ev *Event) error {
+	if w.b != nil && len(w.b.buf)+len(ev.Frame) > w.h.opts.MaxWriteBytes {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	b := w.pending()
+	b.buf = append(b.buf, ev.Frame...)
+	b.replayed++
+	return nil
+}
+
+// writeLive writes evs: a single event's shared frame as is, with no copy,
+// or several gathered into writes of up to MaxWriteBytes.
+func (w *writer) writeLive(evs []*Event) error {
+	if w.b == nil && len(evs) == 1 {
+		ev := evs[0]
+		if err := w.send(ev.Frame); err != nil {
+			return err
+		}
+		w.sent++
+		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
+		return nil
+	}
+	if err := w.addLive(evs); err != nil {
+		return err
+	}
+	return w.flush()
+}
+
+// addLive adds evs to the pending batch, writing out each batch that
+// reaches MaxWriteBytes.
+func (w *writer) addLive(evs []*Event) error {
+	for _, ev := range evs {
+		b := w.pending()
+		b.buf = append(b.buf, ev.Frame...)
+		b.live = append(b.live, ev)
+		if len(b.buf) >= w.h.opts.MaxWriteBytes {
+			if err := w.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// flush writes the pending batch, if any, and returns it to the pool.
+func (w *writer) flush() error {
+	b := w.b
+	if b == nil {
+		return nil
+	}
+	w.b = nil
+	defer w.h.putBatch(b)
+	if err := w.send(b.buf); err != nil {
+		return err
+	}
+	w.sent += len(b.live) + b.replayed
+	w.replayed += b.replayed
+	w.h.metrics.EventsSent(len(b.live)+b.replayed, b.replayed, len(b.buf))
+	for _, ev := range b.live {
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
+	}
+	return nil
+}
+
+// send writes p and flushes it. The deadline is moved only when less than
+// half of WriteTimeout is left (moving it costs a timer update per write),
+// so a write that cannot complete fails after between half and all of
+// WriteTimeout.
+func (w *writer) send(p []byte) error {
+	now := time.Now()
+	w.lastWrite = now
+	if w.deadline.Sub(now) < w.h.opts.WriteTimeout/2 {
+		w.deadline = now.Add(w.h.opts.WriteTimeout)
+		if err := w.s.conn.SetWriteDeadline(w.deadline); err != nil {
+			return fmt.Errorf("set write deadline: %w", err)
+		}
+	}
+	// Checked after setting the deadline: drop marks first and sets its own
+	// deadline after, so a drop racing with this write still cuts it short.
+	if w.s.dropped() {
+		return errDropped
+	}
+	if _, err := w.s.conn.Write(p); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := w.s.conn.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+var errDropped = errors.New("subscriber dropped")

@@ -110,7 +110,7 @@ func toAPIError(err error, jitter time.Duration) *apiError {
 		return &out
 	case errors.Is(err, stream.ErrInvalid):
 		return newError(http.StatusBadRequest, err.Error())
-	case errors.Is(err, stream.ErrDraining):
+	case errors.Is(err, errDraining):
 		return &apiError{status: http.StatusServiceUnavailable, msg: "server is shutting down, reconnect to another instance", retryAfter: retryAfter(jitter), reconnect: stream.ReconnectDraining}
 	case errors.Is(err, stream.ErrOutcomeUnknown):
 		// Sent, never answered: saying "nothing was stored" could be a

@@ -31,7 +31,7 @@ func TestToAPIError(t *testing.T) {
 		},
 		{
 			name:   "draining",
-			err:    stream.ErrDraining,
+			err:    errDraining,
 			status: http.StatusServiceUnavailable, msg: "server is shutting down, reconnect to another instance", retry: true,
 		},
 		{

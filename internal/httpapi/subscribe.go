@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -167,6 +168,11 @@ func (s *server) unavailable(cause error) *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, msg: "event backend unavailable, cannot resume now; retry later", retryAfter: retryAfter(s.opts.ReconnectJitter)}
 }
 
+// errDraining refuses a new stream while the hub drains: 503 with
+// Retry-After, or, to a client that accepts text/event-stream, a stream
+// that says sse-reconnect (reason draining) and ends.
+var errDraining = errors.New("draining")
+
 // admit checks a subscribe request (topics, token, drain, limits) and counts the
 // attempt. An admitted client holds a limiter slot for ip until released.
 func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) {
@@ -183,7 +189,7 @@ func (s *server) admit(c echo.Context) (stream.Subscription, netip.Addr, error) 
 	sub.Expires = expires
 	if s.hub.Draining() {
 		s.metrics.ConnectionAttempt(stream.ConnRejectedDraining)
-		return sub, netip.Addr{}, stream.ErrDraining
+		return sub, netip.Addr{}, errDraining
 	}
 	ip := limitKey(clientIP(c))
 	switch res := s.limiter.acquire(ip); res {

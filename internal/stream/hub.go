@@ -2,7 +2,6 @@ package stream
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -197,11 +196,6 @@ func (h *Hub) Drain() {
 		}
 	}
 }
-
-// ErrDraining is what a caller answers a new subscriber with while Draining
-// reports true (the hub itself ends such a stream at once, with its
-// sse-reconnect). It maps to 503 with Retry-After.
-var ErrDraining = errors.New("draining")
 
 // Draining reports whether Drain was called.
 func (h *Hub) Draining() bool {

@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sse-service/sse-service/api"
 	"github.com/sse-service/sse-service/internal/config"
 )
 
@@ -63,6 +64,27 @@ func TestFirstRunNeedsNoSetup(t *testing.T) {
 		if _, err := time.Parse(time.RFC3339, ev.Data); err != nil || !strings.HasSuffix(ev.Data, "Z") || ev.ID == "" {
 			t.Fatalf("clock event %+v: want an id and an RFC 3339 UTC time", ev)
 		}
+	}
+}
+
+// run serves the document of package api at /openapi.yaml, as is. That the
+// document and the server agree is checked in internal/httpapi.
+func TestServesTheOpenAPIDocument(t *testing.T) {
+	s := startService(t, nil)
+	resp, err := http.Get(s.public + "/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/yaml" {
+		t.Fatalf("GET /openapi.yaml = %d %q, want 200 application/yaml", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if !bytes.Equal(served, api.OpenAPI) {
+		t.Fatalf("GET /openapi.yaml (%d bytes) differs from api/openapi.yaml (%d bytes)", len(served), len(api.OpenAPI))
 	}
 }
 

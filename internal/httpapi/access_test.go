@@ -571,25 +571,6 @@ func TestPublishersMayUseAJWTForTheirTopics(t *testing.T) {
 	}
 }
 
-func TestARefusedBatchPublishesNothing(t *testing.T) {
-	v := newTestVerifier(t, auth.Config{Secret: []byte(testJWTSecret)})
-	ts := startServer(t, Options{Verifier: v})
-	orders := mint(t, jwt.SigningMethodHS256, []byte(testJWTSecret), publishGrant("orders:*"))
-	r, body := ts.subscribe(t, "/v1/events?topic=orders:1&topic=other", nil)
-	wantStream(t, "subscribe", r, body)
-
-	refused := ts.do(t, http.MethodPost, "/v1/events", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + orders},
-		`[{"topic":"orders:1","data":"refused"},{"topic":"other","data":"refused"}]`)
-	wantJSONError(t, "batch", refused, http.StatusForbidden)
-	marker := ts.do(t, http.MethodPost, "/v1/topics/orders:1/events", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + orders}, `{"data":"marker"}`)
-	if marker.status != http.StatusCreated {
-		t.Fatalf("marker: status %d (body %q)", marker.status, marker.body)
-	}
-	if ev, err := body.ReadEvent(); err != nil || ev.Data != "marker" {
-		t.Fatalf("first event after the refused batch %+v (%v), want the marker", ev, err)
-	}
-}
-
 func TestWithoutAVerifierAJWTDoesNotPublish(t *testing.T) {
 	ts := startServer(t, Options{})
 	tok := mint(t, jwt.SigningMethodHS256, []byte(testJWTSecret), publishGrant("*"))

@@ -127,11 +127,18 @@ func (s *Stream) feed(b string) {
 	})
 }
 
-// parseLine reads and parses one more line of the body.
-func (s *Stream) parseLine() error {
-	line, err := s.body.ReadString('\n')
-	s.feed(line)
-	return err
+// next returns the next parsed event or comment, reading lines as needed.
+func (s *Stream) next() (item, error) {
+	for len(s.pending) == 0 {
+		line, err := s.body.ReadString('\n')
+		s.feed(line)
+		if err != nil {
+			return item{}, err
+		}
+	}
+	it := s.pending[0]
+	s.pending = s.pending[1:]
+	return it, nil
 }
 
 // ReadEvent returns the next event, skipping comments and the sse-position
@@ -140,15 +147,9 @@ func (s *Stream) parseLine() error {
 func (s *Stream) ReadEvent() (Event, error) {
 	s.arm()
 	for {
-		for len(s.pending) > 0 {
-			it := s.pending[0]
-			s.pending = s.pending[1:]
-			if !it.isComment {
-				return it.ev, nil
-			}
-		}
-		if err := s.parseLine(); err != nil {
-			return Event{}, err
+		it, err := s.next()
+		if err != nil || !it.isComment {
+			return it.ev, err
 		}
 	}
 }
@@ -171,19 +172,14 @@ var ErrEventFirst = errors.New("an event came before a comment")
 // ErrEventFirst.
 func (s *Stream) ReadComment() (string, error) {
 	s.arm()
-	for {
-		if len(s.pending) > 0 {
-			it := s.pending[0]
-			s.pending = s.pending[1:]
-			if it.isComment {
-				return it.comment, nil
-			}
-			return "", fmt.Errorf("%w: %+v", ErrEventFirst, it.ev)
-		}
-		if err := s.parseLine(); err != nil {
-			return "", err
-		}
+	it, err := s.next()
+	switch {
+	case err != nil:
+		return "", err
+	case !it.isComment:
+		return "", fmt.Errorf("%w: %+v", ErrEventFirst, it.ev)
 	}
+	return it.comment, nil
 }
 
 // raw hands bytes of a raw read to the parser; their events are the raw

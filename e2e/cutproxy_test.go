@@ -3,8 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"github.com/sse-service/sse-service/internal/testutil/tcpproxy"
-	"io"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -12,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
+	"github.com/sse-service/sse-service/internal/testutil/tcpproxy"
 )
 
 // cutProxy is the client matrix's network between one client and the
@@ -161,29 +163,22 @@ func holdStreamSlot(t *testing.T, source, base, path string) net.Conn {
 		if err != nil {
 			t.Fatalf("stream from %s: %v", source, err)
 		}
-		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: matrix\r\nAccept: text/event-stream\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
 		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second)) // bounds a broken run only
-		br := bufio.NewReader(c)
-		var seen strings.Builder
-		for {
-			line, err := br.ReadString('\n')
-			seen.WriteString(line)
-			if err != nil {
-				break
-			}
-			if strings.HasPrefix(line, ": connected") {
+		var seen string
+		if st, err := ssetest.Subscribe(c, path, nil); err != nil {
+			seen = err.Error()
+		} else {
+			st.Timeout = 30 * time.Second
+			first, err := st.ReadFrame()
+			if err == nil && strings.Contains(first, "\n: connected\n") {
 				_ = c.SetReadDeadline(time.Time{})
 				return c
 			}
-			if strings.HasPrefix(line, "event: sse-reconnect") {
-				break
-			}
+			seen = fmt.Sprintf("%s\n%s%v", st.Response.Status, first, err)
 		}
 		c.Close()
 		if time.Now().After(deadline) {
-			t.Fatalf("no stream slot from %s after 30s; last answer:\n%s", source, seen.String())
+			t.Fatalf("no stream slot from %s after 30s; last answer:\n%s", source, seen)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

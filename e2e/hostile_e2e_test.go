@@ -133,10 +133,10 @@ func TestHostileRequests(t *testing.T) {
 	}
 
 	// Still serving: a stream and a publish work, and the process is alive.
-	s := openStream(t, svc.public+"/v1/events?topic=t")
-	s.next(t, "the first frame")
+	s := openStream(t, svc.public, "/v1/events?topic=t")
+	readFirstFrame(t, s)
 	id := svc.publish("t", "after the hostile requests")
-	if ev := s.nextEvent(t); ev.id != id || ev.data != "after the hostile requests" {
+	if ev := s.Next(t); ev.ID != id || ev.Data != "after the hostile requests" {
 		t.Fatalf("after the hostile requests: %+v, want %s", ev, id)
 	}
 	if code := status(t, svc.admin+"/healthz"); code != 200 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -223,7 +224,7 @@ func TestMemoryStaysBoundedUnderFreshTopics(t *testing.T) {
 			}
 			target, after := log[i], log[j]
 			mu.Unlock()
-			ev, err := firstEvent(s.public+"/v1/events?topic="+target.topic, after.id)
+			ev, err := firstEvent(s.public, "/v1/events?topic="+target.topic, after.id)
 			switch {
 			case err != nil:
 				if ctx.Err() == nil {
@@ -298,36 +299,28 @@ loop:
 	}
 }
 
-// firstEvent opens a stream resuming after lastEventID and returns its
-// first event.
-func firstEvent(url, lastEventID string) (ssetest.Event, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	req.Header.Set("Last-Event-ID", lastEventID)
-	resp, err := http.DefaultClient.Do(req)
+// firstEvent opens target at base, resuming after lastEventID, and returns
+// its first event.
+func firstEvent(base, target, lastEventID string) (ssetest.Event, error) {
+	conn, err := net.DialTimeout("tcp", hostPort(base), 10*time.Second)
 	if err != nil {
 		return ssetest.Event{}, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return ssetest.Event{}, fmt.Errorf("status %d", resp.StatusCode)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	st, err := ssetest.Subscribe(conn, target, http.Header{"Last-Event-Id": {lastEventID}})
+	if err != nil {
+		return ssetest.Event{}, err
 	}
-	var p ssetest.Parser
-	var got *ssetest.Event
-	buf := make([]byte, 128<<10)
-	for got == nil {
-		n, err := resp.Body.Read(buf)
-		p.Feed(buf[:n], func(e ssetest.Event) {
-			if got == nil && e.Type != "sse-position" {
-				got = &e
-			}
-		})
-		if err != nil && got == nil {
-			return ssetest.Event{}, errors.Join(errors.New("stream ended before its first event"), err)
-		}
+	if st.Response.StatusCode != http.StatusOK {
+		return ssetest.Event{}, fmt.Errorf("status %d", st.Response.StatusCode)
 	}
-	return *got, nil
+	st.Timeout = 10 * time.Second
+	ev, err := st.ReadEvent()
+	if err != nil {
+		return ssetest.Event{}, errors.Join(errors.New("stream ended before its first event"), err)
+	}
+	return ev, nil
 }
 
 func tail(s string, n int) string {

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,20 +32,17 @@ func TestThroughNginx(t *testing.T) {
 	ngx := startNginx(t, readTimeout, shortTimeout, hostPort(svc.public))
 
 	t.Run("events are not buffered", func(t *testing.T) {
-		s := openStream(t, ngx.url+"/v1/events?topic=nginx-live")
-		if got := s.resp.Header.Get("X-Accel-Buffering"); got != "" {
+		s := openStream(t, ngx.url, "/v1/events?topic=nginx-live")
+		if got := s.Response.Header.Get("X-Accel-Buffering"); got != "" {
 			t.Errorf("nginx passed X-Accel-Buffering on to the client: %q", got)
 		}
-		first := s.next(t, "the first frame")
-		if first.retry == "" {
-			t.Fatalf("first frame %+v, want retry: and a comment", first)
-		}
+		readFirstFrame(t, s)
 		for i, data := range []string{"one", "two", "three"} {
 			sent := time.Now()
 			id := svc.publish("nginx-live", data)
-			ev := s.nextEvent(t)
-			if ev.id != id || ev.data != data {
-				t.Fatalf("event %d: got %q %q, want %q %q", i, ev.id, ev.data, id, data)
+			ev := s.Next(t)
+			if ev.ID != id || ev.Data != data {
+				t.Fatalf("event %d: got %q %q, want %q %q", i, ev.ID, ev.Data, id, data)
 			}
 			t.Logf("event %d through nginx after %s", i, time.Since(sent))
 		}
@@ -89,22 +88,19 @@ func TestThroughNginx(t *testing.T) {
 	})
 
 	t.Run("an idle stream outlives the read timeout", func(t *testing.T) {
-		s := openStream(t, ngx.url+"/v1/events?topic=nginx-idle")
-		s.next(t, "the first frame")
+		s := openStream(t, ngx.url, "/v1/events?topic=nginx-idle")
+		readFirstFrame(t, s)
 		heartbeats := 0
 		idleUntil := time.Now().Add(readTimeout*2 + readTimeout/2)
 		for time.Now().Before(idleUntil) {
-			f := s.next(t, "a heartbeat")
-			if f.end != nil {
-				t.Fatalf("stream ended after %d heartbeats: %v", heartbeats, f.end)
-			}
-			if !f.comment || f.data != "" || f.id != "" {
-				t.Fatalf("idle stream got %+v, want only comments", f)
+			// An event, or the end of the stream, is an error here.
+			if _, err := s.ReadComment(); err != nil {
+				t.Fatalf("idle stream after %d heartbeats: %v, want only comments", heartbeats, err)
 			}
 			heartbeats++
 		}
 		id := svc.publish("nginx-idle", "still here")
-		if ev := s.nextEvent(t); ev.id != id {
+		if ev := s.Next(t); ev.ID != id {
 			t.Fatalf("after being idle: got %+v, want id %s", ev, id)
 		}
 		if heartbeats < 3 {
@@ -113,10 +109,13 @@ func TestThroughNginx(t *testing.T) {
 	})
 
 	t.Run("control: a read timeout below the heartbeat interval ends the stream", func(t *testing.T) {
-		s := openStream(t, ngx.url+"/short-timeout/v1/events?topic=nginx-short")
+		s := openStream(t, ngx.url, "/short-timeout/v1/events?topic=nginx-short")
 		for {
-			f := s.next(t, "the end of the stream")
-			if f.end != nil {
+			_, err := s.ReadEvent()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("waiting for the end of the stream: %v", err)
+			}
+			if err != nil {
 				break
 			}
 		}

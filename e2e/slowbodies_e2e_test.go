@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 // Settings of the slow-body measurement (docs/testing.md).
@@ -210,9 +212,8 @@ func openTestStream(t *testing.T, s *service, topic string) net.Conn {
 		return nil
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "GET /v1/events?topic=%s HTTP/1.1\r\nHost: e2e\r\nAccept: text/event-stream\r\n\r\n", topic)
-	res, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil || res.StatusCode != http.StatusOK || res.ContentLength >= 0 {
+	st, err := ssetest.Subscribe(c, "/v1/events?topic="+topic, nil)
+	if err != nil || st.Response.StatusCode != http.StatusOK || st.Response.ContentLength >= 0 {
 		c.Close()
 		return nil
 	}

@@ -123,11 +123,11 @@ func TestJWKSKeyRotationWithoutRestart(t *testing.T) {
 	})
 	subscribeWith := func(tok string) (int, string) {
 		c := s.subscribe("/v1/events?topic=user:alice", "Authorization: Bearer "+tok)
-		if c.code == http.StatusOK {
-			return c.code, ""
+		if c.Response.StatusCode == http.StatusOK {
+			return c.Response.StatusCode, ""
 		}
-		body, _ := c.readAll(5 * time.Second)
-		return c.code, body
+		body, _ := c.ReadRest()
+		return c.Response.StatusCode, body
 	}
 
 	old := idp.sign(t, "key-1", nil, idpClaims("user:*"))
@@ -184,14 +184,14 @@ func TestTokenExpiryEndsTheStreamWithoutLoss(t *testing.T) {
 	}
 	exp := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
 	c := s.subscribe("/v1/events?topic=orders:42", "Authorization: Bearer "+mint(exp))
-	if c.code != http.StatusOK {
-		t.Fatalf("subscribe: %d", c.code)
+	if c.Response.StatusCode != http.StatusOK {
+		t.Fatalf("subscribe: %d", c.Response.StatusCode)
 	}
 	first := s.publish("orders:42", "paid")
-	if ev := c.next(); ev.ID != first {
+	if ev := c.Next(t); ev.ID != first {
 		t.Fatalf("got %+v, want %s", ev, first)
 	}
-	ev := c.next()
+	ev := c.Next(t)
 	if ev.Type != "sse-auth-expired" || ev.ID != "" {
 		t.Fatalf("got %+v, want an sse-auth-expired event without an id", ev)
 	}
@@ -199,17 +199,17 @@ func TestTokenExpiryEndsTheStreamWithoutLoss(t *testing.T) {
 	if err := json.Unmarshal([]byte(ev.Data), &info); err != nil || info.Reason != "token expired" || info.ExpiredAt != exp.UTC().Format(time.RFC3339) {
 		t.Fatalf("sse-auth-expired data %q: want reason and expiredAt %s", ev.Data, exp.UTC().Format(time.RFC3339))
 	}
-	if rest, err := c.readAll(5 * time.Second); err != nil || rest != "" {
+	if rest, err := c.ReadRest(); err != nil || rest != "" {
 		t.Fatalf("after sse-auth-expired: %q %v, want the end of the stream", rest, err)
 	}
 
 	// Meanwhile, and with the expired token: refused.
 	second := s.publish("orders:42", "shipped")
-	if again := s.subscribe("/v1/events?topic=orders:42", "Authorization: Bearer "+mint(exp)); again.code != http.StatusUnauthorized {
-		t.Fatalf("expired token: %d, want 401", again.code)
+	if again := s.subscribe("/v1/events?topic=orders:42", "Authorization: Bearer "+mint(exp)); again.Response.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("expired token: %d, want 401", again.Response.StatusCode)
 	}
 	c = s.subscribe("/v1/events?topic=orders:42&lastEventId="+first, "Authorization: Bearer "+mint(time.Now().Add(time.Hour)))
-	if ev := c.next(); ev.ID != second || ev.Data != "shipped" {
+	if ev := c.Next(t); ev.ID != second || ev.Data != "shipped" {
 		t.Fatalf("after renewing: %+v, want %s", ev, second)
 	}
 	for _, reason := range []string{"slow", "write_error", "shutdown"} {

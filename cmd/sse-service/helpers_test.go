@@ -1,20 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sse-service/sse-service/internal/testutil"
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 const testToken = "test-token-0123456789"
@@ -149,113 +147,36 @@ func (s *service) post(path, body string, headers map[string]string) (int, strin
 	return resp.StatusCode, string(b)
 }
 
-// sseClient is a raw TCP subscriber: it reads the stream itself, so tests
-// see exactly what the server wrote and control how fast it is read.
-type sseClient struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-	head http.Header
-	code int
-	// position is the id of the stream's sse-position event, once read.
-	position string
-	// aborted: readAll found the response ended without its last chunk.
-	aborted bool
-}
-
-// subscribe opens GET path on the public listener with extra request
-// headers and reads the response head. It sends Accept: text/event-stream,
-// as an EventSource does, unless headers hold an Accept of their own.
-func (s *service) subscribe(path string, headers ...string) *sseClient {
+// subscribe opens GET path on the public listener over a connection of its
+// own, with extra request headers ("Name: value"), and reads the response
+// head. The stream sends Accept: text/event-stream, as an EventSource does,
+// unless headers hold an Accept of their own.
+func (s *service) subscribe(path string, headers ...string) *ssetest.Stream {
 	s.t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(s.public, "http://"))
-	if err != nil {
-		s.t.Fatalf("dial: %v", err)
-	}
-	return s.subscribeOn(conn, path, headers...)
+	return ssetest.Dial(s.t, strings.TrimPrefix(s.public, "http://"), path, header(headers))
 }
 
-func (s *service) subscribeOn(conn net.Conn, path string, headers ...string) *sseClient {
+// subscribeOn is subscribe on a connection the test dialled itself (with
+// a small receive buffer, say). It is closed when the test ends.
+func (s *service) subscribeOn(conn net.Conn, path string, headers ...string) *ssetest.Stream {
 	s.t.Helper()
 	s.t.Cleanup(func() { conn.Close() })
-	req := "GET " + path + " HTTP/1.1\r\nHost: test\r\n"
-	if !slices.ContainsFunc(headers, func(h string) bool { return strings.HasPrefix(strings.ToLower(h), "accept:") }) {
-		req += "Accept: text/event-stream\r\n"
-	}
-	for _, h := range headers {
-		req += h + "\r\n"
-	}
-	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
-		s.t.Fatalf("write request: %v", err)
-	}
-	c := &sseClient{t: s.t, conn: conn, r: bufio.NewReader(conn)}
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	resp, err := http.ReadResponse(c.r, nil)
+	c, err := ssetest.Subscribe(conn, path, header(headers))
 	if err != nil {
-		s.t.Fatalf("read response head: %v", err)
+		s.t.Fatal(err)
 	}
-	c.code, c.head = resp.StatusCode, resp.Header
-	c.r = bufio.NewReader(resp.Body) // de-chunked
 	return c
 }
 
-type event struct{ ID, Type, Data string }
-
-// next reads until the next event (comments and retry fields are skipped
-// but counted in skipped), failing after a generous timeout.
-func (c *sseClient) next() event {
-	c.t.Helper()
-	ev, err := c.read(20 * time.Second)
-	if err != nil {
-		c.t.Fatalf("read event: %v", err)
+// header turns "Name: value" lines into a header.
+func header(lines []string) http.Header {
+	h := http.Header{}
+	for _, l := range lines {
+		k, v, _ := strings.Cut(l, ":")
+		h.Add(k, strings.TrimSpace(v))
 	}
-	return ev
-}
-
-// read returns the next event, or the error that ended the stream.
-func (c *sseClient) read(timeout time.Duration) (event, error) {
-	c.conn.SetReadDeadline(time.Now().Add(timeout))
-	var ev event
-	var data []string
-	for {
-		line, err := c.r.ReadString('\n')
-		if err != nil {
-			return event{}, err
-		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
-		case line == "":
-			if data != nil && ev.Type == "sse-position" {
-				// What opens every stream: an EventSource's onmessage never
-				// sees it; its id is kept, as a client would.
-				c.position = ev.ID
-				data = nil
-			}
-			if data != nil {
-				ev.Data = strings.Join(data, "\n")
-				return ev, nil
-			}
-			ev = event{}
-		case strings.HasPrefix(line, "id: "):
-			ev.ID = line[4:]
-		case strings.HasPrefix(line, "event: "):
-			ev.Type = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			data = append(data, line[6:])
-		}
-	}
-}
-
-// readAll reads until the stream ends and returns the raw text. A response
-// that ends as a broken connection (a chunked body without its last chunk,
-// as a drain or a refusal ends one) is no error: it sets aborted.
-func (c *sseClient) readAll(timeout time.Duration) (string, error) {
-	c.conn.SetReadDeadline(time.Now().Add(timeout))
-	b, err := io.ReadAll(c.r)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		c.aborted, err = true, nil
-	}
-	return string(b), err
+	return h
 }
 
 // metric returns the value of one sample line of /metrics, e.g.
@@ -280,22 +201,14 @@ func positionOf(s string) string {
 
 // readFirstFrame reads the first frame of c's stream, checks its form and
 // returns it.
-func readFirstFrame(t *testing.T, c *sseClient) string {
+func readFirstFrame(t *testing.T, c *ssetest.Stream) string {
 	t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	var frame strings.Builder
-	for {
-		line, err := c.r.ReadString('\n')
-		frame.WriteString(line)
-		if err != nil {
-			t.Fatalf("first frame %q: %v", frame.String(), err)
-		}
-		if line == "\n" {
-			break
-		}
+	frame, err := c.ReadFrame()
+	if err != nil {
+		t.Fatalf("first frame %q: %v", frame, err)
 	}
-	if c.position = positionOf(frame.String()); c.position == "" {
-		t.Fatalf("first frame %q: want retry:, the connected comment and an sse-position event", frame.String())
+	if positionOf(frame) == "" {
+		t.Fatalf("first frame %q: want retry:, the connected comment and an sse-position event", frame)
 	}
-	return frame.String()
+	return frame
 }

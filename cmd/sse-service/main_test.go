@@ -23,7 +23,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sse-service/sse-service/api"
 	"github.com/sse-service/sse-service/internal/config"
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 func TestFirstRunNeedsNoSetup(t *testing.T) {
@@ -59,10 +61,31 @@ func TestFirstRunNeedsNoSetup(t *testing.T) {
 
 	c := s.subscribe("/v1/events?topic=clock")
 	for range 2 {
-		ev := c.next()
+		ev := c.Next(t)
 		if _, err := time.Parse(time.RFC3339, ev.Data); err != nil || !strings.HasSuffix(ev.Data, "Z") || ev.ID == "" {
 			t.Fatalf("clock event %+v: want an id and an RFC 3339 UTC time", ev)
 		}
+	}
+}
+
+// run serves the document of package api at /openapi.yaml, as is. That the
+// document and the server agree is checked in internal/httpapi.
+func TestServesTheOpenAPIDocument(t *testing.T) {
+	s := startService(t, nil)
+	resp, err := http.Get(s.public + "/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/yaml" {
+		t.Fatalf("GET /openapi.yaml = %d %q, want 200 application/yaml", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if !bytes.Equal(served, api.OpenAPI) {
+		t.Fatalf("GET /openapi.yaml (%d bytes) differs from api/openapi.yaml (%d bytes)", len(served), len(api.OpenAPI))
 	}
 }
 
@@ -76,8 +99,8 @@ func TestStreamHeadersAndFirstFrameComeBeforeAnyEvent(t *testing.T) {
 		"Content-Encoding":  "",
 	}
 	for k, v := range want {
-		if got := c.head.Get(k); c.code != 200 || got != v {
-			t.Fatalf("%d, header %s = %q, want %q", c.code, k, got, v)
+		if got := c.Response.Header.Get(k); c.Response.StatusCode != 200 || got != v {
+			t.Fatalf("%d, header %s = %q, want %q", c.Response.StatusCode, k, got, v)
 		}
 	}
 	// Nothing has been published: the first frame must still arrive.
@@ -96,13 +119,13 @@ func TestPublishDeliversInOrderAndSplitsLines(t *testing.T) {
 	}
 	var batch struct{ IDs []string }
 	json.Unmarshal([]byte(body), &batch)
-	want := []event{
-		{ID: id1, Data: "line1\nline2\nline3\nevent: injected"},
-		{ID: batch.IDs[0], Type: "update", Data: `{"n":1}`},
-		{ID: batch.IDs[1], Data: "two"},
+	want := []ssetest.Event{
+		{ID: id1, LastEventID: id1, Type: "message", Data: "line1\nline2\nline3\nevent: injected"},
+		{ID: batch.IDs[0], LastEventID: batch.IDs[0], Type: "update", Data: `{"n":1}`},
+		{ID: batch.IDs[1], LastEventID: batch.IDs[1], Type: "message", Data: "two"},
 	}
 	for i, w := range want {
-		if got := c.next(); got != w {
+		if got := c.Next(t); got != w {
 			t.Fatalf("event %d = %+v, want %+v", i, got, w)
 		}
 	}
@@ -118,10 +141,10 @@ func TestIdempotencyKeyStoresOnce(t *testing.T) {
 		t.Fatalf("repeat = %d %s, want 201 %s", code, again, first)
 	}
 	other := s.publish("t", "next")
-	if ev := c.next(); !strings.Contains(first, ev.ID) {
+	if ev := c.Next(t); !strings.Contains(first, ev.ID) {
 		t.Fatalf("first event %+v, want the id in %s", ev, first)
 	}
-	if ev := c.next(); ev.ID != other {
+	if ev := c.Next(t); ev.ID != other {
 		t.Fatalf("second event %+v, want %s (the repeat must not be delivered)", ev, other)
 	}
 }
@@ -192,7 +215,7 @@ func TestBadRequestsGetContractStatusAndJSONError(t *testing.T) {
 	// stored anything: resuming from before them yields only the new event.
 	c := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+marker)
 	id := s.publish("t", "fine")
-	if ev := c.next(); ev.ID != id {
+	if ev := c.Next(t); ev.ID != id {
 		t.Fatalf("after the bad requests got %+v, want only %s", ev, id)
 	}
 }
@@ -201,19 +224,19 @@ func TestResumeAfterDisconnectAndAfterRestart(t *testing.T) {
 	s := startService(t, nil)
 	c := s.subscribe("/v1/events?topic=t")
 	seen := s.publish("t", "1")
-	if ev := c.next(); ev.ID != seen {
+	if ev := c.Next(t); ev.ID != seen {
 		t.Fatalf("got %+v", ev)
 	}
-	c.conn.Close()
+	c.Conn.Close()
 	missed := []string{s.publish("t", "2"), s.publish("t", "3")}
 
 	// The header (what a browser sends) and the query parameter both work.
-	for _, sub := range []*sseClient{
+	for _, sub := range []*ssetest.Stream{
 		s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+seen),
 		s.subscribe("/v1/events?topic=t&lastEventId=" + seen),
 	} {
 		for _, id := range missed {
-			if ev := sub.next(); ev.ID != id {
+			if ev := sub.Next(t); ev.ID != id {
 				t.Fatalf("resumed event %+v, want %s", ev, id)
 			}
 		}
@@ -225,11 +248,11 @@ func TestResumeAfterDisconnectAndAfterRestart(t *testing.T) {
 	s2 := startService(t, nil)
 	c2 := s2.subscribe("/v1/events?topic=t", "Last-Event-ID: "+missed[1])
 	s2.publish("t", "after restart")
-	ev := c2.next()
+	ev := c2.Next(t)
 	if ev.Type != "sse-gap" || !strings.Contains(ev.Data, `"reason":"unknown-stream"`) || !strings.Contains(ev.Data, missed[1]) {
 		t.Fatalf("resume with an id from before the restart: %+v, want one sse-gap event", ev)
 	}
-	if ev := c2.next(); ev.Data != "after restart" {
+	if ev := c2.Next(t); ev.Data != "after restart" {
 		t.Fatalf("after the gap: %+v", ev)
 	}
 }
@@ -238,7 +261,7 @@ func TestHeartbeatOnIdleStream(t *testing.T) {
 	s := startService(t, map[string]string{"SSE_HEARTBEAT_INTERVAL": "100ms"})
 	c := s.subscribe("/v1/events?topic=t")
 	readFirstFrame(t, c)
-	line, err := c.r.ReadString('\n')
+	line, err := c.ReadLine()
 	if err != nil || line != ": heartbeat\n" {
 		t.Fatalf("after the first frame: %q (%v), want a heartbeat comment", line, err)
 	}
@@ -288,9 +311,10 @@ func TestStalledClientIsDroppedWithBoundedBuffering(t *testing.T) {
 			var received [readers]atomic.Int64
 			for i := range readers {
 				c := s.subscribe("/v1/events?topic=t")
+				c.Timeout = 30 * time.Second
 				wg.Go(func() {
 					for len(got[i]) < tt.events {
-						ev, err := c.read(30 * time.Second)
+						ev, err := c.ReadEvent()
 						if err != nil {
 							return
 						}
@@ -326,10 +350,10 @@ func TestStalledClientIsDroppedWithBoundedBuffering(t *testing.T) {
 			waitMetric(t, s, `sse_clients_dropped_total{reason="`+tt.reason+`"}`, 1)
 			// ...and when it finally reads what the kernel held for it, the
 			// stream ends after a bounded number of bytes.
-			stalled.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-			n, err := io.Copy(io.Discard, stalled.r)
-			if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("stalled stream was not closed: read %d bytes, then %v", n, err)
+			rest, err := stalled.ReadRest()
+			n := len(rest)
+			if (err == nil && !stalled.Aborted()) || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("stalled stream was not closed: read %d bytes, then %v (broken off: %v)", n, err, stalled.Aborted())
 			}
 			const bound = 256 << 10
 			if n > bound {
@@ -390,13 +414,13 @@ func TestConnectionLimits(t *testing.T) {
 					h = append(h, "Accept: application/json")
 				}
 				c := s.subscribe("/v1/events?topic=t", h...)
-				if c.code != tt.wantCodes[i] {
-					t.Fatalf("stream %d = %d, want %d", i, c.code, tt.wantCodes[i])
+				if c.Response.StatusCode != tt.wantCodes[i] {
+					t.Fatalf("stream %d = %d, want %d", i, c.Response.StatusCode, tt.wantCodes[i])
 				}
-				if c.code != 200 {
-					ra, err := strconv.Atoi(c.head.Get("Retry-After"))
+				if c.Response.StatusCode != 200 {
+					ra, err := strconv.Atoi(c.Response.Header.Get("Retry-After"))
 					if err != nil || ra < 1 {
-						t.Fatalf("Retry-After = %q, want whole seconds >= 1", c.head.Get("Retry-After"))
+						t.Fatalf("Retry-After = %q, want whole seconds >= 1", c.Response.Header.Get("Retry-After"))
 					}
 				}
 				if !last {
@@ -404,9 +428,9 @@ func TestConnectionLimits(t *testing.T) {
 				}
 				// The same refusal, asked as an EventSource asks.
 				c = s.subscribe("/v1/events?topic=t", h[:len(h)-1]...)
-				rest, err := c.readAll(10 * time.Second)
-				if c.code != 200 || err != nil || !c.aborted || !strings.HasPrefix(c.head.Get("Content-Type"), "text/event-stream") {
-					t.Fatalf("refused EventSource: %d %q %v (ended as a broken connection: %v), want a 200 event stream that breaks off, so every client library comes back", c.code, c.head.Get("Content-Type"), err, c.aborted)
+				rest, err := c.ReadRest()
+				if c.Response.StatusCode != 200 || err != nil || !c.Aborted() || !strings.HasPrefix(c.Response.Header.Get("Content-Type"), "text/event-stream") {
+					t.Fatalf("refused EventSource: %d %q %v (ended as a broken connection: %v), want a 200 event stream that breaks off, so every client library comes back", c.Response.StatusCode, c.Response.Header.Get("Content-Type"), err, c.Aborted())
 				}
 				var ms, data int
 				if _, err := fmt.Sscanf(rest, "retry: %d\nevent: sse-reconnect\ndata: {\"reason\":\""+tt.reason+"\",\"retryMs\":%d}\n\n", &ms, &data); err != nil || ms < 1000 || data != ms {
@@ -433,7 +457,7 @@ func TestDrainOnShutdown(t *testing.T) {
 	s := startService(t, map[string]string{"SSE_RECONNECT_JITTER": "2s", "SSE_SHUTDOWN_TIMEOUT": "10s", "SSE_MAX_CONNECTIONS_PER_IP": "0"})
 
 	const streams = 200
-	clients := make([]*sseClient, streams)
+	clients := make([]*ssetest.Stream, streams)
 	for i := range clients {
 		clients[i] = s.subscribe(fmt.Sprintf("/v1/events?topic=t%d", i%10))
 	}
@@ -451,9 +475,9 @@ func TestDrainOnShutdown(t *testing.T) {
 	go func() { stopped <- s.stop() }()
 
 	for i, c := range clients {
-		rest, err := c.readAll(20 * time.Second)
-		if err != nil || !c.aborted {
-			t.Fatalf("stream %d: %v (ended as a broken connection: %v) after %q; want it to break off, so every client library reconnects", i, err, c.aborted, rest)
+		rest, err := c.ReadRest()
+		if err != nil || !c.Aborted() {
+			t.Fatalf("stream %d: %v (ended as a broken connection: %v) after %q; want it to break off, so every client library reconnects", i, err, c.Aborted(), rest)
 		}
 		var ms, data int
 		frame, end, _ := strings.Cut(rest, "}\n\n")
@@ -469,8 +493,8 @@ func TestDrainOnShutdown(t *testing.T) {
 	}
 	if conn, err := net.Dial("tcp", strings.TrimPrefix(s.public, "http://")); err == nil {
 		c := s.subscribeOn(conn, "/v1/events?topic=t")
-		if c.code != http.StatusServiceUnavailable {
-			t.Fatalf("subscribe while draining = %d, want 503 or a closed listener", c.code)
+		if c.Response.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("subscribe while draining = %d, want 503 or a closed listener", c.Response.StatusCode)
 		}
 	}
 
@@ -485,7 +509,7 @@ func TestDrainOnShutdown(t *testing.T) {
 		t.Fatalf("run returned %v, want nil", err)
 	}
 	for _, c := range clients {
-		c.conn.Close()
+		c.Conn.Close()
 	}
 	pub.Close()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
@@ -589,7 +613,7 @@ func TestMain(m *testing.M) {
 func TestClientResetsAreNotDrops(t *testing.T) {
 	s := startService(t, map[string]string{"SSE_MAX_CONNECTIONS_PER_IP": "0", "SSE_CLOCK_INTERVAL": "0"})
 	const streams = 200
-	clients := make([]*sseClient, streams)
+	clients := make([]*ssetest.Stream, streams)
 	for i := range clients {
 		clients[i] = s.subscribe("/v1/events?topic=churn")
 		readFirstFrame(t, clients[i])
@@ -611,7 +635,7 @@ func TestClientResetsAreNotDrops(t *testing.T) {
 		}
 	}()
 	for _, c := range clients {
-		tcp := c.conn.(*net.TCPConn)
+		tcp := c.Conn.(*net.TCPConn)
 		if err := tcp.SetLinger(0); err != nil {
 			t.Fatal(err)
 		}

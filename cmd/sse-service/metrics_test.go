@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 // metricSamples is one scrape of /metrics: every sse_* and http_* sample
@@ -184,66 +186,50 @@ func (s *service) expectMetrics(step string, before metricSamples, want map[stri
 
 // expectRead reads exactly len(want) bytes of the de-chunked stream and
 // fails unless they are want.
-func expectRead(t *testing.T, c *sseClient, want string) {
+func expectRead(t *testing.T, c *ssetest.Stream, want string) {
 	t.Helper()
-	got := make([]byte, len(want))
-	c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	n, err := io.ReadFull(c.r, got)
-	if err != nil || string(got) != want {
-		t.Fatalf("stream read %q (%v), want %q", got[:n], err, want)
+	if got, err := c.ReadFull(len(want)); err != nil || got != want {
+		t.Fatalf("stream read %q (%v), want %q", got, err, want)
 	}
 }
 
 // hangUp closes the client's sending side only, as a client that goes away
 // does, and returns everything the server wrote after what was already
-// read. The server sees EOF, ends the stream and closes the connection;
-// since the client still reads, every byte the server wrote arrives.
-func hangUp(t *testing.T, c *sseClient) string {
+// read. The server sees EOF, ends the stream and closes the connection
+// (without the final chunk); since the client still reads, every byte the
+// server wrote arrives.
+func hangUp(t *testing.T, c *ssetest.Stream) string {
 	t.Helper()
-	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
+	if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatalf("half-close: %v", err)
 	}
-	rest, err := c.readAll(20 * time.Second)
-	// The server closes a stream the client left without the final chunk.
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+	rest, err := c.ReadRest()
+	if err != nil {
 		t.Fatalf("reading to the end after hanging up: %v after %q", err, rest)
 	}
 	return rest
 }
 
-// rawStream is a subscriber that reads the chunked body itself, so it can
-// tell complete chunks (writes the server finished) from a cut-off one.
-type rawStream struct {
-	conn net.Conn
-	br   *bufio.Reader // positioned at the chunked body
-}
-
-func (s *service) subscribeRaw(conn net.Conn, path string) *rawStream {
+// subscribeChunked subscribes on conn and checks the answer is a chunked
+// stream, whose chunks the test reads itself (see chunks).
+func (s *service) subscribeChunked(conn net.Conn, path string) *ssetest.Stream {
 	s.t.Helper()
-	s.t.Cleanup(func() { conn.Close() })
-	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n"); err != nil {
-		s.t.Fatalf("write request: %v", err)
+	c := s.subscribeOn(conn, path)
+	if c.Response.StatusCode != http.StatusOK || !slices.Equal(c.Response.TransferEncoding, []string{"chunked"}) {
+		s.t.Fatalf("subscribe %s: %d %v, want 200 chunked", path, c.Response.StatusCode, c.Response.TransferEncoding)
 	}
-	br := bufio.NewReader(conn)
-	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		s.t.Fatalf("read response head: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK || !slices.Equal(resp.TransferEncoding, []string{"chunked"}) {
-		s.t.Fatalf("subscribe %s: %d %v, want 200 chunked", path, resp.StatusCode, resp.TransferEncoding)
-	}
-	return &rawStream{conn: conn, br: br} // resp.Body is never read: br holds the raw body
+	return c
 }
 
-// chunks reads until the connection ends and returns the data of every
+// chunks reads c's body in its chunked coding until the connection ends and returns the data of every
 // complete chunk, and how many bytes of an incomplete last chunk (size line,
 // data or trailing CRLF cut off) arrived. Each chunk is one Write of the
 // server (see chunkConn): a complete one is a write that succeeded.
-func (r *rawStream) chunks(timeout time.Duration) (complete []string, partial int, err error) {
-	r.conn.SetReadDeadline(time.Now().Add(timeout))
+func chunks(c *ssetest.Stream, timeout time.Duration) (complete []string, partial int, err error) {
+	c.Conn.SetReadDeadline(time.Now().Add(timeout))
+	wire := c.Wire()
 	for {
-		line, err := r.br.ReadString('\n')
+		line, err := wire.ReadString('\n')
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return complete, len(line), nil
@@ -258,7 +244,7 @@ func (r *rawStream) chunks(timeout time.Duration) (complete []string, partial in
 			return complete, 0, fmt.Errorf("unexpected final chunk (the stream was not dropped)")
 		}
 		data := make([]byte, size+2)
-		n, err := io.ReadFull(r.br, data)
+		n, err := io.ReadFull(wire, data)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return complete, len(line) + n, nil
@@ -388,8 +374,8 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	// live events only (flush observes b.live), so not for this one.
 	b := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+id2)
 	resumed := readFirstFrame(t, b)
-	if b.position != id2 {
-		t.Fatalf("a resume's first frame gives position %q, want the resume id %q", b.position, id2)
+	if b.Position() != id2 {
+		t.Fatalf("a resume's first frame gives position %q, want the resume id %q", b.Position(), id2)
 	}
 	expectRead(t, b, sseFrame(id3, "metrics-three"))
 	m = s.expectMetrics("resume", m, map[string]float64{
@@ -412,7 +398,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slow := s.subscribeRaw(conn, "/v1/events?topic=slow")
+	slow := s.subscribeChunked(conn, "/v1/events?topic=slow")
 	// Its first frame gives the newest event as its position: id3.
 	slowFirst := "retry: 2000\n: connected\nid: " + id3 + "\nevent: sse-position\ndata: {\"lastEventId\":\"" + id3 + "\"}\n\n"
 	m = s.expectMetrics("connect the slow client", m, map[string]float64{
@@ -434,7 +420,7 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	// although part of it, often whole events, did reach the client: those
 	// bytes are left out here, as the service leaves them out. Should the
 	// service start counting them, add partial (and its events) below.
-	got, partial, err := slow.chunks(20 * time.Second)
+	got, partial, err := chunks(slow, 20*time.Second)
 	if err != nil {
 		t.Fatalf("reading the slow client's stream: %v", err)
 	}
@@ -480,23 +466,23 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	// limiter slot is released just after its socket closes (after the
 	// gauge went down), so the slow client's slot must be free by now.
 	c := s.subscribe("/v1/events?topic=u")
-	if c.code != http.StatusOK {
-		t.Fatalf("second stream = %d, want 200 (limit %d)", c.code, maxConns)
+	if c.Response.StatusCode != http.StatusOK {
+		t.Fatalf("second stream = %d, want 200 (limit %d)", c.Response.StatusCode, maxConns)
 	}
 	second := readFirstFrame(t, c)
 	m = s.expectMetrics("connect up to the limit", m, map[string]float64{
 		connected: 1, accepted: 1, bytesSent: float64(len(second)),
 	})
 	// ...so one more is refused; streams are not HTTP request metrics.
-	if extra := s.subscribe("/v1/events?topic=u", "Accept: application/json"); extra.code != http.StatusServiceUnavailable {
-		t.Fatalf("stream over the limit = %d, want 503", extra.code)
+	if extra := s.subscribe("/v1/events?topic=u", "Accept: application/json"); extra.Response.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("stream over the limit = %d, want 503", extra.Response.StatusCode)
 	}
 	m = s.expectMetrics("stream over the limit", m, map[string]float64{
 		`sse_connections_total{result="rejected_limit"}`: 1,
 		httpConns: 1, // the refused request's connection, idle
 	})
-	if bad := s.subscribe("/v1/events"); bad.code != http.StatusBadRequest {
-		t.Fatalf("stream without a topic = %d, want 400", bad.code)
+	if bad := s.subscribe("/v1/events"); bad.Response.StatusCode != http.StatusBadRequest {
+		t.Fatalf("stream without a topic = %d, want 400", bad.Response.StatusCode)
 	}
 	m = s.expectMetrics("stream without a topic", m, map[string]float64{
 		`sse_connections_total{result="bad_request"}`: 1,
@@ -521,14 +507,14 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 		t.Fatalf("in-flight publish: %v %v, want 100 Continue", resp, err)
 	}
 
-	open := []*sseClient{b, c}
+	open := []*ssetest.Stream{b, c}
 	rests := make([]string, len(open))
 	errs := make([]error, len(open))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i, c := range open {
-			rests[i], errs[i] = c.readAll(20 * time.Second)
+			rests[i], errs[i] = c.ReadRest()
 		}
 	}()
 	s.cancel() // as SIGTERM does; s.stop() below waits for run
@@ -537,8 +523,8 @@ func TestMetricsFollowOneScenarioExactly(t *testing.T) {
 	retry := regexp.MustCompile(`^retry: (\d+)\nevent: sse-reconnect\ndata: \{"reason":"draining","retryMs":\d+\}\n\n$`)
 	for i := range open {
 		sm := retry.FindStringSubmatch(rests[i])
-		if errs[i] != nil || sm == nil || !open[i].aborted {
-			t.Fatalf("stream %d ended with %q (%v, broken off: %v), want one retry field, one sse-reconnect event and an end without the last chunk", i, rests[i], errs[i], open[i].aborted)
+		if errs[i] != nil || sm == nil || !open[i].Aborted() {
+			t.Fatalf("stream %d ended with %q (%v, broken off: %v), want one retry field, one sse-reconnect event and an end without the last chunk", i, rests[i], errs[i], open[i].Aborted())
 		}
 		if ms, _ := strconv.Atoi(sm[1]); ms < 1 || ms > 5000 {
 			t.Fatalf("stream %d told to retry after %d ms, want 1-5000 (SSE_RECONNECT_JITTER 5s)", i, ms)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -27,18 +26,18 @@ func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
 	onB := b.subscribe("/v1/events?topic=orders")
 	onA := a.subscribe("/v1/events?topic=orders")
 	first := a.publish("orders", "published on A")
-	for name, c := range map[string]*sseClient{"A": onA, "B": onB} {
-		if ev := c.next(); ev.ID != first || ev.Data != "published on A" {
+	for name, c := range map[string]*ssetest.Stream{"A": onA, "B": onB} {
+		if ev := c.Next(t); ev.ID != first || ev.Data != "published on A" {
 			t.Fatalf("subscriber on %s got %+v, want %s", name, ev, first)
 		}
 	}
 
 	// A client that read from A resumes on B with no gap.
-	onA.conn.Close()
+	onA.Conn.Close()
 	missed := []string{b.publish("orders", "m1"), a.publish("orders", "m2")}
 	resumed := b.subscribe("/v1/events?topic=orders", "Last-Event-ID: "+first)
 	for _, id := range missed {
-		if ev := resumed.next(); ev.ID != id {
+		if ev := resumed.Next(t); ev.ID != id {
 			t.Fatalf("resumed on B: %+v, want %s", ev, id)
 		}
 	}
@@ -49,7 +48,7 @@ func TestTwoInstancesShareEventsThroughNATS(t *testing.T) {
 	start := time.Now()
 	ticks := 0
 	for time.Since(start) < time.Second {
-		ev := clock.next()
+		ev := clock.Next(t)
 		if ev.ID != "" {
 			t.Fatalf("clock event with id %q on a shared broker: it must not be stored", ev.ID)
 		}
@@ -73,7 +72,7 @@ func TestNATSOutage(t *testing.T) {
 	zero := s.publish("t", "zero")
 	before := s.publish("t", "before")
 	for _, id := range []string{zero, before} {
-		if ev := c.next(); ev.ID != id {
+		if ev := c.Next(t); ev.ID != id {
 			t.Fatalf("got %+v, want %s", ev, id)
 		}
 	}
@@ -93,22 +92,21 @@ func TestNATSOutage(t *testing.T) {
 	// Retry-After to a client that reads status codes; an EventSource,
 	// which would give up on a 503, is told to come back. (One at the
 	// newest event needs nothing and is served.)
-	if r := s.subscribe("/v1/events?topic=t", "Accept: application/json", "Last-Event-ID: "+zero); r.code != http.StatusServiceUnavailable || r.head.Get("Retry-After") == "" {
-		t.Fatalf("resume with NATS down = %d (Retry-After %q), want 503 with Retry-After", r.code, r.head.Get("Retry-After"))
+	if r := s.subscribe("/v1/events?topic=t", "Accept: application/json", "Last-Event-ID: "+zero); r.Response.StatusCode != http.StatusServiceUnavailable || r.Response.Header.Get("Retry-After") == "" {
+		t.Fatalf("resume with NATS down = %d (Retry-After %q), want 503 with Retry-After", r.Response.StatusCode, r.Response.Header.Get("Retry-After"))
 	}
 	r := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+zero)
-	if rest, err := r.readAll(10 * time.Second); r.code != http.StatusOK || err != nil || !r.aborted ||
+	if rest, err := r.ReadRest(); r.Response.StatusCode != http.StatusOK || err != nil || !r.Aborted() ||
 		!strings.Contains(rest, "event: sse-reconnect\ndata: {\"reason\":\"unavailable\"") {
-		t.Fatalf("resume with NATS down, as an EventSource: %d %q (%v, broken off: %v), want 200 with an sse-reconnect event (unavailable) that breaks off", r.code, rest, err, r.aborted)
+		t.Fatalf("resume with NATS down, as an EventSource: %d %q (%v, broken off: %v), want 200 with an sse-reconnect event (unavailable) that breaks off", r.Response.StatusCode, rest, err, r.Aborted())
 	}
 	// The stream is still open: heartbeats keep coming.
-	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		line, err := c.r.ReadString('\n')
+		text, err := c.ReadComment()
 		if err != nil {
 			t.Fatalf("stream ended while NATS was down: %v", err)
 		}
-		if line == ": heartbeat\n" {
+		if text == "heartbeat" {
 			break
 		}
 	}
@@ -122,11 +120,11 @@ func TestNATSOutage(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	after := s.publish("t", "after")
-	if ev := c.next(); ev.ID != after {
+	if ev := c.Next(t); ev.ID != after {
 		t.Fatalf("after the outage got %+v, want %s (the 503 publish must never arrive)", ev, after)
 	}
 	resumed := s.subscribe("/v1/events?topic=t", "Last-Event-ID: "+before)
-	if ev := resumed.next(); ev.ID != after {
+	if ev := resumed.Next(t); ev.ID != after {
 		t.Fatalf("resume after the outage got %+v, want only %s", ev, after)
 	}
 }
@@ -169,7 +167,7 @@ func TestStartsBeforeNATS(t *testing.T) {
 	s.waitReady(20 * time.Second)
 	c := s.subscribe("/v1/events?topic=t")
 	id := s.publish("t", "after NATS came")
-	if ev := c.next(); ev.ID != id {
+	if ev := c.Next(t); ev.ID != id {
 		t.Fatalf("got %+v, want %s", ev, id)
 	}
 }
@@ -242,29 +240,22 @@ func resumeOnce(s *service, id string, want []string) error {
 		return err
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /v1/events?topic=r HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\nLast-Event-ID: %s\r\n\r\n", id)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	c, err := ssetest.Subscribe(conn, "/v1/events?topic=r", header([]string{"Last-Event-ID: " + id}))
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("resume after %s: %s", id, resp.Status)
+	if c.Response.StatusCode != http.StatusOK {
+		return fmt.Errorf("resume after %s: %s", id, c.Response.Status)
 	}
+	c.Timeout = 10 * time.Second
 	var got []string
-	var p ssetest.Parser
-	buf := make([]byte, 4096)
 	for len(got) < len(want) {
-		n, err := resp.Body.Read(buf)
-		p.Feed(buf[:n], func(ev ssetest.Event) {
-			if ev.Type != "sse-position" {
-				got = append(got, ev.LastEventID)
-			}
-		})
+		ev, err := c.ReadEvent()
 		if err != nil {
 			return fmt.Errorf("resume after %s: %d of %d events, then %w", id, len(got), len(want), err)
 		}
+		got = append(got, ev.LastEventID)
 	}
 	if !slices.Equal(got, want) {
 		return fmt.Errorf("resume after %s replayed %v, want %v", id, got, want)

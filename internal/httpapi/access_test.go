@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -28,6 +27,7 @@ import (
 	"github.com/sse-service/sse-service/internal/auth"
 	"github.com/sse-service/sse-service/internal/stream"
 	"github.com/sse-service/sse-service/internal/testutil"
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 const (
@@ -120,101 +120,27 @@ func ecKey(t *testing.T) (*ecdsa.PrivateKey, []byte) {
 	return k, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
-// sseConn is an open event stream.
-type sseConn struct {
-	*bufio.Reader
-	close func() // ends the stream from the client's side
-}
-
-// subscribe sends GET path with header. A refusal is read whole (nil
-// stream); a 200 stays open until closed, the test ends or 30 s pass.
-func (ts *testServer) subscribe(t *testing.T, path string, header http.Header) (response, *sseConn) {
+// subscribe sends GET path with header over a connection of its own. A
+// refusal is read whole (nil stream); a 200 stays open until the test ends
+// or its connection is closed.
+func (ts *testServer) subscribe(t *testing.T, path string, header http.Header) (response, *ssetest.Stream) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ts.url+path, nil)
-	if err != nil {
-		cancel()
-		t.Fatalf("new request: %v", err)
-	}
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	client := &http.Client{Transport: ts.client.Transport} // no overall timeout on a stream
-	res, err := client.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	closeStream := func() {
-		cancel()
-		res.Body.Close()
-	}
-	t.Cleanup(closeStream)
-	r := response{status: res.StatusCode, header: res.Header}
-	if res.StatusCode != http.StatusOK {
-		b, err := io.ReadAll(res.Body)
+	st := ssetest.Dial(t, ts.addr, path, header)
+	r := response{status: st.Response.StatusCode, header: st.Response.Header}
+	if r.status != http.StatusOK {
+		b, err := st.ReadRest()
 		if err != nil {
 			t.Fatalf("GET %s: read body: %v", path, err)
 		}
-		r.body = string(b)
+		r.body = b
 		return r, nil
 	}
-	return r, &sseConn{Reader: bufio.NewReader(res.Body), close: closeStream}
+	return r, st
 }
 
-// frame is one server-sent event (or a comment-only frame).
-type frame struct {
-	id, event, data string
-	hasID, comment  bool
-}
-
-// readFrame reads up to the blank line that ends a frame.
-func readFrame(r *bufio.Reader) (frame, error) {
-	var f frame
-	var data []string
-	seen := false // a line of this frame was read
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return f, err
-		}
-		line = strings.TrimSuffix(line, "\n")
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch {
-		case line == "" && !seen:
-			continue // a blank line between frames
-		case line == "":
-			f.data = strings.Join(data, "\n")
-			f.comment = !f.hasID && f.event == "" && data == nil
-			return f, nil
-		case field == "":
-			// a comment
-			seen = true
-		case field == "id":
-			f.id, f.hasID, seen = value, true, true
-		case field == "event":
-			f.event, seen = value, true
-		case field == "data":
-			data, seen = append(data, value), true
-		default:
-			seen = true // retry and unknown fields
-		}
-	}
-}
-
-// nextEvent skips comments and returns the next event.
-func nextEvent(r *bufio.Reader) (frame, error) {
-	for {
-		f, err := readFrame(r)
-		if err != nil || !f.comment {
-			return f, err
-		}
-	}
-}
-
-// wantStream checks a subscribe was admitted as an event stream.
-func wantStream(t *testing.T, what string, r response, body *sseConn) {
+// wantStream checks a subscribe was admitted as an event stream, and reads
+// its first frame.
+func wantStream(t *testing.T, what string, r response, body *ssetest.Stream) {
 	t.Helper()
 	if r.status != http.StatusOK {
 		t.Fatalf("%s: status %d, want %d (body %q)", what, r.status, http.StatusOK, r.body)
@@ -222,18 +148,11 @@ func wantStream(t *testing.T, what string, r response, body *sseConn) {
 	if got, want := r.header.Get("Content-Type"), "text/event-stream"; got != want {
 		t.Fatalf("%s: Content-Type %q, want %q", what, got, want)
 	}
-	var first []string // the first frame: retry and the connected comment
-	for {
-		line, err := body.ReadString('\n')
-		if err != nil {
-			t.Fatalf("%s: first frame %q: %v", what, first, err)
-		}
-		if line == "\n" {
-			break
-		}
-		first = append(first, line)
+	first, err := body.ReadFrame() // retry, the connected comment, the position
+	if err != nil {
+		t.Fatalf("%s: first frame %q: %v", what, first, err)
 	}
-	if !slices.Contains(first, ": connected\n") {
+	if !slices.Contains(strings.SplitAfter(first, "\n"), ": connected\n") {
 		t.Fatalf("%s: first frame %q, want the connected comment", what, first)
 	}
 }
@@ -475,10 +394,10 @@ func TestQueryTokenNeverReachesSpansLogsOrErrors(t *testing.T) {
 	if pub.status != http.StatusCreated {
 		t.Fatalf("publish with a query token beside the bearer: status %d, want %d (body %q)", pub.status, http.StatusCreated, pub.body)
 	}
-	if ev, err := nextEvent(body.Reader); err != nil || ev.data != "x" {
+	if ev, err := body.ReadEvent(); err != nil || ev.Data != "x" {
 		t.Fatalf("stream: %+v %v, want the published event", ev, err)
 	}
-	body.close()
+	body.Conn.Close()
 	bodies = append(bodies, pub.body)
 	for _, tt := range []struct {
 		method, target string
@@ -576,20 +495,21 @@ func TestStreamEndsWithAuthExpiredWhenItsTokenExpires(t *testing.T) {
 		t.Fatalf("publish: body %q: %v", pub.body, err)
 	}
 
-	ev, err := nextEvent(body.Reader)
-	if err != nil || ev.id != id.ID || ev.data != "before" {
+	ev, err := body.ReadEvent()
+	if err != nil || ev.ID != id.ID || ev.Data != "before" {
 		t.Fatalf("first event %+v (%v), want id %s data %q", ev, err, id.ID, "before")
 	}
-	ev, err = nextEvent(body.Reader)
+	ev, err = body.ReadEvent()
 	if err != nil {
 		t.Fatalf("waiting for %s: %v", stream.TypeAuthExpired, err)
 	}
-	want := frame{event: stream.TypeAuthExpired, data: `{"reason":"token expired","expiredAt":"` + exp.UTC().Format(time.RFC3339) + `"}`}
+	// No id of its own: the client's last event id stays the last event's.
+	want := ssetest.Event{Type: stream.TypeAuthExpired, Data: `{"reason":"token expired","expiredAt":"` + exp.UTC().Format(time.RFC3339) + `"}`, LastEventID: id.ID}
 	if ev != want {
 		t.Fatalf("last event %+v, want %+v (and no id)", ev, want)
 	}
 	// Then a clean end of the body (its last chunk), not a cut connection.
-	if ev, err := nextEvent(body.Reader); err != io.EOF {
+	if ev, err := body.ReadEvent(); err != io.EOF {
 		t.Fatalf("after %s: %+v, %v; want the end of the stream", stream.TypeAuthExpired, ev, err)
 	}
 }
@@ -651,25 +571,6 @@ func TestPublishersMayUseAJWTForTheirTopics(t *testing.T) {
 	}
 }
 
-func TestARefusedBatchPublishesNothing(t *testing.T) {
-	v := newTestVerifier(t, auth.Config{Secret: []byte(testJWTSecret)})
-	ts := startServer(t, Options{Verifier: v})
-	orders := mint(t, jwt.SigningMethodHS256, []byte(testJWTSecret), publishGrant("orders:*"))
-	r, body := ts.subscribe(t, "/v1/events?topic=orders:1&topic=other", nil)
-	wantStream(t, "subscribe", r, body)
-
-	refused := ts.do(t, http.MethodPost, "/v1/events", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + orders},
-		`[{"topic":"orders:1","data":"refused"},{"topic":"other","data":"refused"}]`)
-	wantJSONError(t, "batch", refused, http.StatusForbidden)
-	marker := ts.do(t, http.MethodPost, "/v1/topics/orders:1/events", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + orders}, `{"data":"marker"}`)
-	if marker.status != http.StatusCreated {
-		t.Fatalf("marker: status %d (body %q)", marker.status, marker.body)
-	}
-	if ev, err := nextEvent(body.Reader); err != nil || ev.data != "marker" {
-		t.Fatalf("first event after the refused batch %+v (%v), want the marker", ev, err)
-	}
-}
-
 func TestWithoutAVerifierAJWTDoesNotPublish(t *testing.T) {
 	ts := startServer(t, Options{})
 	tok := mint(t, jwt.SigningMethodHS256, []byte(testJWTSecret), publishGrant("*"))
@@ -725,7 +626,7 @@ func TestCORSAllowsOnlyTheConfiguredOrigins(t *testing.T) {
 				for k, v := range tt.header {
 					h.Set(k, v)
 				}
-				var body *sseConn
+				var body *ssetest.Stream
 				if r, body = ts.subscribe(t, tt.path, h); r.status == http.StatusOK {
 					wantStream(t, "stream", r, body)
 				}

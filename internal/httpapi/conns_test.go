@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bufio"
 	"fmt"
-	"github.com/sse-service/sse-service/internal/stream"
 	"io"
 	"net"
 	"net/http"
@@ -187,30 +186,6 @@ func publishOnce(t *testing.T, ts *testServer, data string) int {
 	return res.StatusCode
 }
 
-// nextData reads the stream up to the next event and returns its data.
-//
-// The sse-position event that opens every stream is skipped.
-func nextData(t *testing.T, s rawStream) string {
-	t.Helper()
-	_ = s.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	position := false
-	for {
-		line, err := s.reader.ReadString('\n')
-		if err != nil {
-			t.Fatalf("stream: %v", err)
-		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
-		case line == "event: "+stream.TypePosition:
-			position = true
-		case line == "":
-			position = false
-		case strings.HasPrefix(line, "data: ") && !position:
-			return line[len("data: "):]
-		}
-	}
-}
-
 // Slow requests cost nothing: thousands of connections that send nothing,
 // a body that never comes, or sit idle after a request are bounded by the
 // cap on connections that are not streams (idle ones closed first, then the
@@ -275,7 +250,7 @@ func TestSlowRequestsAreBounded(t *testing.T) {
 	if got := publishOnce(t, ts, "second"); got != http.StatusCreated {
 		t.Fatalf("publish during the second wave: %d, want 201", got)
 	}
-	if got := nextData(t, st); got != "second" {
+	if got := st.stream.Next(t).Data; got != "second" {
 		t.Fatalf("the stream got %q, want the event published after the second wave", got)
 	}
 }

@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,20 +12,20 @@ import (
 	"time"
 
 	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 // rawStream is the answer to one subscribe request sent over its own TCP
 // connection from a chosen loopback address.
 type rawStream struct {
 	status    int
-	reconnect string // reason of the sse-reconnect event of a refusal as a stream
-	body      string // of any answer but an admitted stream
-	conn      net.Conn
-	reader    *bufio.Reader // the body of an admitted stream, de-chunked
+	reconnect string          // reason of the sse-reconnect event of a refusal as a stream
+	body      string          // of any answer but an admitted stream
+	stream    *ssetest.Stream // an admitted stream, its first frame read
 }
 
 // admitted reports whether the request became a stream: a refusal, even as
-// a 200 event stream, has a Content-Length; a stream is chunked and endless.
+// a 200 event stream, has a body that ends; a stream is endless.
 func (s rawStream) admitted() bool {
 	return s.status == http.StatusOK && s.reconnect == "" && s.body == ""
 }
@@ -69,51 +67,51 @@ func tryRawStream(t testing.TB, addr, from, accept, xff string) (rawStream, erro
 	if err != nil {
 		return rawStream{}, err
 	}
-	req := "GET /v1/events?topic=a HTTP/1.1\r\nHost: test\r\nAccept: " + accept + "\r\n"
+	h := http.Header{"Accept": {accept}}
 	if xff != "" {
-		req += "X-Forwarded-For: " + xff + "\r\n"
+		h.Set("X-Forwarded-For", xff)
 	}
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
-		return rawStream{}, fmt.Errorf("write request from %s: %w", from, err)
-	}
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	st, err := ssetest.Subscribe(conn, "/v1/events?topic=a", h)
 	if err != nil {
-		return rawStream{}, fmt.Errorf("read answer from %s: %w", from, err)
+		return rawStream{}, fmt.Errorf("from %s: %w", from, err)
 	}
-	out := rawStream{status: res.StatusCode, conn: conn}
-	body := bufio.NewReader(res.Body)
-	if res.StatusCode == http.StatusOK {
+	st.Timeout = 10 * time.Second
+	out := rawStream{status: st.Response.StatusCode}
+	var first string
+	if out.status == http.StatusOK {
 		// A stream opens with its first frame; a refusal told as a stream
 		// with retry: and an sse-reconnect event, then it breaks off.
-		first, err := body.Peek(len("retry: 1000\n: connected"))
-		if err == nil && strings.Contains(string(first), ": connected") {
+		first, err = st.ReadFrame()
+		if err == nil && strings.Contains(first, "\n: connected\n") {
 			_ = conn.SetDeadline(time.Time{})
-			out.reader = body
+			out.stream = st
 			return out, nil // a stream: chunked, never ends on its own
 		}
 	}
-	b, err := io.ReadAll(body)
-	if errors.Is(err, io.ErrUnexpectedEOF) && res.Header.Get("Content-Type") == "text/event-stream" {
-		err = nil // the refusal's end: a broken connection, so clients come back
+	rest, err := st.ReadRest()
+	eventStream := st.Response.Header.Get("Content-Type") == "text/event-stream"
+	if err == nil && st.Aborted() && !eventStream {
+		err = io.ErrUnexpectedEOF // only a refusal as a stream breaks off, so clients come back
 	}
 	if err != nil {
 		return rawStream{}, fmt.Errorf("read refusal from %s: %w", from, err)
 	}
-	out.body = string(b)
-	if res.Header.Get("Content-Type") == "text/event-stream" {
-		for line := range strings.SplitSeq(out.body, "\n") {
-			if data, ok := strings.CutPrefix(line, "data: "); ok {
-				var info struct{ Reason string }
-				if err := json.Unmarshal([]byte(data), &info); err != nil {
-					return rawStream{}, fmt.Errorf("sse-reconnect data %q: %w", data, err)
-				}
-				out.reconnect = info.Reason
-			}
+	out.body = first + rest
+	if !eventStream {
+		return out, nil
+	}
+	var p ssetest.Parser
+	var reconnects int
+	p.Feed([]byte(out.body), func(ev ssetest.Event) {
+		var info struct{ Reason string }
+		if ev.Type == stream.TypeReconnect && json.Unmarshal([]byte(ev.Data), &info) == nil {
+			out.reconnect = info.Reason
+			reconnects++
 		}
-		if !strings.Contains(out.body, "event: "+stream.TypeReconnect+"\n") || out.reconnect == "" {
-			return rawStream{}, fmt.Errorf("refusal as a stream from %s: %q, want one %s event with a reason", from, out.body, stream.TypeReconnect)
-		}
+	})
+	if reconnects != 1 || out.reconnect == "" {
+		return rawStream{}, fmt.Errorf("refusal as a stream from %s: %q, want one %s event with a reason", from, out.body, stream.TypeReconnect)
 	}
 	return out, nil
 }

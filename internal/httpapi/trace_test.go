@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"github.com/sse-service/sse-service/internal/broker/memory"
 	"github.com/sse-service/sse-service/internal/metrics"
 	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/testutil/ssetest"
 )
 
 // tracedServer is the API with real metrics and an SDK tracer provider
@@ -128,47 +128,24 @@ func (ts *tracedServer) publish(t *testing.T, topic, data string, header http.He
 	return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(string(b)), `{"id":"`), `"}`)
 }
 
-// openStream subscribes with a raw connection and reads until the first
-// frame; the caller closes the connection.
-func (ts *tracedServer) openStream(t *testing.T, path string, headers ...string) (net.Conn, *bufio.Reader) {
+// openStream subscribes over a connection of its own and reads the first
+// frame; the stream ends when the test does or its connection is closed.
+func (ts *tracedServer) openStream(t *testing.T, path string, header http.Header) *ssetest.Stream {
 	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
+	st := ssetest.Dial(t, strings.TrimPrefix(ts.url, "http://"), path, header)
+	if st.Response.StatusCode != http.StatusOK {
+		t.Fatalf("subscribe: %s", st.Response.Status)
 	}
-	t.Cleanup(func() { conn.Close() })
-	req := "GET " + path + " HTTP/1.1\r\nHost: test\r\n" + strings.Join(headers, "") + "\r\n"
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
+	if frame, err := st.ReadFrame(); err != nil {
+		t.Fatalf("first frame %q: %v", frame, err)
 	}
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("subscribe: %v %v", resp, err)
-	}
-	body := bufio.NewReader(resp.Body)
-	for {
-		line, err := body.ReadString('\n')
-		if err != nil {
-			t.Fatalf("first frame: %v", err)
-		}
-		if line == ": connected\n" {
-			return conn, body
-		}
-	}
+	return st
 }
 
-func readUntil(t *testing.T, r *bufio.Reader, want string) {
+// readUntil reads events until the one with id.
+func readUntil(t *testing.T, st *ssetest.Stream, id string) {
 	t.Helper()
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("waiting for %q: %v", want, err)
-		}
-		if strings.Contains(line, want) {
-			return
-		}
+	for st.Next(t).ID != id {
 	}
 }
 
@@ -215,15 +192,15 @@ func TestStreamSpanLastsForTheConnection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := startTraced(t)
-			conn, body := ts.openStream(t, "/v1/events?topic=t")
+			st := ts.openStream(t, "/v1/events?topic=t", nil)
 			id := ts.publish(t, "t", "one", nil)
-			readUntil(t, body, id)
+			readUntil(t, st, id)
 			for _, s := range ts.spans.GetSpans() {
 				if s.Name == "GET "+routeSubscribe {
 					t.Fatal("the stream span ended while the stream was open")
 				}
 			}
-			tt.end(ts, conn)
+			tt.end(ts, st.Conn)
 			span := ts.span(t, "GET "+routeSubscribe)
 			if span.SpanKind != trace.SpanKindServer {
 				t.Fatalf("stream span kind %s", span.SpanKind)
@@ -243,8 +220,7 @@ func TestStreamSpanLinksToTheReplayedEventsPublishSpans(t *testing.T) {
 	first := ts.publish(t, "t", "before", nil)
 	ts.publish(t, "t", "missed 1", nil)
 	last := ts.publish(t, "t", "missed 2", nil)
-	conn, _ := ts.openStream(t, "/v1/events?topic=t", "Last-Event-ID: "+first+"\r\n")
-	conn.Close()
+	ts.openStream(t, "/v1/events?topic=t", http.Header{"Last-Event-Id": {first}}).Conn.Close()
 	span := ts.span(t, "GET "+routeSubscribe)
 
 	var publishes []trace.SpanContext
@@ -263,9 +239,9 @@ func TestStreamSpanLinksToTheReplayedEventsPublishSpans(t *testing.T) {
 
 func TestDeliveryHistogramCarriesThePublishTraceAsExemplar(t *testing.T) {
 	ts := startTraced(t)
-	_, body := ts.openStream(t, "/v1/events?topic=t")
+	st := ts.openStream(t, "/v1/events?topic=t", nil)
 	id := ts.publish(t, "t", "x", nil)
-	readUntil(t, body, id)
+	readUntil(t, st, id)
 	traceID := ts.span(t, "publish t").SpanContext.TraceID().String()
 
 	deadline := time.Now().Add(10 * time.Second)

@@ -531,6 +531,9 @@ func testMultiTopicReplay(t *testing.T, be Backend) {
 	// Topic order in the request does not matter; unknown topics add nothing.
 	got = h.mustReplay([]string{"c", "nobody", "a"}, first.ID, head)
 	wantIDs(t, "replay [c nobody a] after a0 up to the head", got, want...)
+	// Ids are valid across topics: resuming [a] after b0.
+	got = h.mustReplay([]string{"a"}, byTopic["b"][0].ID, head)
+	wantIDs(t, "replay [a] after b0 up to the head", got, ids(byTopic["a"][1:])...)
 
 	// upTo bounds the replay: up to c1 (round 1's last event).
 	c1 := byTopic["c"][1]
@@ -585,7 +588,7 @@ func testReplayStopsOnFnError(t *testing.T, be Backend) {
 func testGapMalformed(t *testing.T, be Backend) {
 	h := start(t, be, defaults)
 	h.publishOne("t", "x")
-	for _, id := range []string{"not an id!", "%%%", "-", "--", "\x00"} {
+	for _, id := range []string{"", "not an id!", "%%%", "-", "--", "\x00"} {
 		h.wantGap([]string{"t"}, id, h.lastSeq(), stream.GapMalformed)
 	}
 }
@@ -771,6 +774,7 @@ func testIdempotency(t *testing.T, be Backend) {
 		stream.Message{Topic: "a", Data: "3 again", IdempotencyKey: "k2"},
 		stream.Message{Topic: "a", Data: "1 third time", IdempotencyKey: "k"},
 		stream.Message{Topic: "a", Data: "4"},
+		stream.Message{Topic: "b", Data: "3 elsewhere", IdempotencyKey: "k2"},
 	)
 	if batch[0].Duplicate {
 		t.Fatalf("new key in a batch is a duplicate: %+v", batch[0])
@@ -784,13 +788,16 @@ func testIdempotency(t *testing.T, be Backend) {
 	if batch[3].Duplicate {
 		t.Fatalf("message without a key is a duplicate: %+v", batch[3])
 	}
+	if batch[4].Duplicate || batch[4].ID == batch[0].ID {
+		t.Fatalf("key of the batch on another topic = %+v, want a new event", batch[4])
+	}
 	barrier := h.publish(stream.Message{Topic: "z", Data: "barrier"})[0].ID
-	want := []string{first.ID, other.ID, batch[0].ID, batch[3].ID, barrier}
+	want := []string{first.ID, other.ID, batch[0].ID, batch[3].ID, batch[4].ID, barrier}
 	h.rec.wait(t, len(want))
 	time.Sleep(50 * time.Millisecond)
 	wantIDs(t, "deliveries (duplicates deliver nothing)", h.delivered(), want...)
 	got := h.mustReplay([]string{"a", "b"}, h.head.ID, h.lastSeq())
-	wantIDs(t, "replay (duplicates store nothing)", got, first.ID, other.ID, batch[0].ID, batch[3].ID)
+	wantIDs(t, "replay (duplicates store nothing)", got, first.ID, other.ID, batch[0].ID, batch[3].ID, batch[4].ID)
 	checkEvent(t, got[0], first.ID, "a", "", "1")
 }
 
@@ -807,6 +814,10 @@ func testIdempotencyWindowExpires(t *testing.T, be Backend) {
 	later := h.publish(stream.Message{Topic: "a", Data: "1 later", IdempotencyKey: "k"})[0]
 	if later.Duplicate || later.ID == first.ID {
 		t.Fatalf("repeat after the window = %+v, want a new event", later)
+	}
+	// The window starts again from the new event.
+	if again := h.publish(stream.Message{Topic: "a", Data: "1 again later", IdempotencyKey: "k"})[0]; !again.Duplicate || again.ID != later.ID {
+		t.Fatalf("repeat of the renewed key = %+v, want Duplicate with id %q", again, later.ID)
 	}
 	h.rec.wait(t, 2)
 	time.Sleep(50 * time.Millisecond)
@@ -847,8 +858,8 @@ func testCanceledContext(t *testing.T, be Backend) {
 		{Topic: "t", Data: "canceled 1"},
 		{Topic: "t", Data: "canceled 2", IdempotencyKey: "k"},
 	})
-	if err == nil {
-		t.Fatalf("Publish with a canceled context = %+v, nil; want an error", res)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Publish with a canceled context = %+v, %v; want context.Canceled", res, err)
 	}
 	// Nothing was stored: not delivered, not replayed, and the key was not
 	// remembered.

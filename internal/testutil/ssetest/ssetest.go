@@ -1,8 +1,14 @@
-// Package ssetest is an SSE client for tests that behaves as a browser's
-// EventSource does (WHATWG HTML, "Server-sent events"): it parses streams
-// with the standard's rules, sends Last-Event-ID when it reconnects, waits
-// the retry: delay the server asked for, and gives up for good on any
-// answer but a 200 text/event-stream. Only tests import it.
+// Package ssetest is the SSE client of the tests. Its Parser follows the
+// standard (WHATWG HTML, "Server-sent events"), and two clients are built
+// on it:
+//   - EventSource behaves as a browser's: it sends Last-Event-ID when it
+//     reconnects, waits the retry: delay the server asked for, and gives up
+//     for good on any answer but a 200 text/event-stream;
+//   - Stream is one subscription on a connection of the test's own, read
+//     event by event with a deadline, or as raw bytes where a test checks
+//     the exact framing.
+//
+// Only tests import it.
 package ssetest
 
 import (
@@ -22,11 +28,13 @@ import (
 
 // Event is one dispatched event. Type is "message" when the stream named
 // none; LastEventID is the event's lastEventId (the id buffer when it was
-// dispatched).
+// dispatched); ID is the id: field of the event itself, "" when it had
+// none (what a test of the wire checks: a client only sees LastEventID).
 type Event struct {
 	Type        string
 	Data        string
 	LastEventID string
+	ID          string
 }
 
 // Parser turns a byte stream into events by the standard's rules: lines end
@@ -37,9 +45,13 @@ type Parser struct {
 	LastEventID string
 	// Retry is the last valid retry: value (0: none seen).
 	Retry time.Duration
+	// OnComment, when set, is called with the text of each comment line
+	// (after its colon and one space), which the standard ignores.
+	OnComment func(text string)
 
 	data      bytes.Buffer
 	typ       string
+	id        string // this event's own id: field
 	sawData   bool
 	pendingCR bool // the previous chunk ended in CR: a following LF is part of it
 	line      []byte
@@ -85,7 +97,10 @@ func (p *Parser) processLine(dispatch func(Event)) {
 		return
 	}
 	if line[0] == ':' {
-		return // a comment
+		if p.OnComment != nil {
+			p.OnComment(string(bytes.TrimPrefix(line[1:], []byte(" "))))
+		}
+		return
 	}
 	field, value, _ := bytes.Cut(line, []byte(":"))
 	value = bytes.TrimPrefix(value, []byte(" "))
@@ -99,6 +114,7 @@ func (p *Parser) processLine(dispatch func(Event)) {
 	case "id":
 		if !bytes.ContainsRune(value, 0) {
 			p.LastEventID = string(value)
+			p.id = string(value)
 		}
 	case "retry":
 		if ms, err := strconv.ParseUint(string(value), 10, 63); err == nil && len(value) > 0 && isDigits(value) {
@@ -117,8 +133,8 @@ func isDigits(b []byte) bool {
 }
 
 func (p *Parser) dispatch(dispatch func(Event)) {
-	typ := p.typ
-	p.typ = ""
+	typ, id := p.typ, p.id
+	p.typ, p.id = "", ""
 	if !p.sawData {
 		p.data.Reset()
 		return
@@ -129,7 +145,7 @@ func (p *Parser) dispatch(dispatch func(Event)) {
 	if typ == "" {
 		typ = "message"
 	}
-	dispatch(Event{Type: typ, Data: data, LastEventID: p.LastEventID})
+	dispatch(Event{Type: typ, Data: data, LastEventID: p.LastEventID, ID: id})
 }
 
 // Options configure an EventSource.

@@ -18,18 +18,18 @@ func TestParserFollowsTheStandard(t *testing.T) {
 		lastID string
 	}{
 		{"two events", "id: 1\ndata: a\n\nid: 2\nevent: t\ndata: b\n\n",
-			[]Event{{"message", "a", "1"}, {"t", "b", "2"}}, "2"},
+			[]Event{{"message", "a", "1", "1"}, {"t", "b", "2", "2"}}, "2"},
 		{"data lines joined with LF, CR and CRLF end lines", "data: a\rdata: b\r\ndata: c\n\n",
-			[]Event{{"message", "a\nb\nc", ""}}, ""},
+			[]Event{{"message", "a\nb\nc", "", ""}}, ""},
 		{"comments, retry and a blank line dispatch nothing", ": hi\nretry: 10\n\n: beat\n\n", nil, ""},
 		{"an id without data sets the id, dispatches nothing", "id: 7\n\ndata: x\n\n",
-			[]Event{{"message", "x", "7"}}, "7"},
+			[]Event{{"message", "x", "7", ""}}, "7"},
 		{"no space after the colon, empty data", "data:x\n\ndata\n\n",
-			[]Event{{"message", "x", ""}, {"message", "", ""}}, ""},
+			[]Event{{"message", "x", "", ""}, {"message", "", "", ""}}, ""},
 		{"an id with NUL is ignored", "id: 1\ndata: a\n\nid: 2\x00\ndata: b\n\n",
-			[]Event{{"message", "a", "1"}, {"message", "b", "1"}}, "1"},
-		{"an event left without its blank line is not dispatched", "data: a\n\ndata: b\n", []Event{{"message", "a", ""}}, ""},
-		{"a byte order mark is skipped", "\xEF\xBB\xBFdata: a\n\n", []Event{{"message", "a", ""}}, ""},
+			[]Event{{"message", "a", "1", "1"}, {"message", "b", "1", ""}}, "1"},
+		{"an event left without its blank line is not dispatched", "data: a\n\ndata: b\n", []Event{{"message", "a", "", ""}}, ""},
+		{"a byte order mark is skipped", "\xEF\xBB\xBFdata: a\n\n", []Event{{"message", "a", "", ""}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sse-service/sse-service/internal/broker/memory"
@@ -120,10 +121,8 @@ func TestResumeFromMultipleTopicsIsInPublishOrder(t *testing.T) {
 // client gets exactly one sse-gap event, carrying the newest id so a later
 // reconnect resumes from there, and then live events.
 func TestResumeGapIsAnnouncedOnce(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var clockMu sync.Mutex
-	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
-	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+	// Each case runs in a synctest bubble: time passes only by advance.
+	advance := func(d time.Duration) { time.Sleep(d); synctest.Wait() }
 
 	tests := []struct {
 		name   string
@@ -163,30 +162,32 @@ func TestResumeGapIsAnnouncedOnce(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hub, _ := newHub(t, memory.Options{HistorySize: 3, HistoryTTL: time.Hour, Now: clock}, stream.Options{})
-			last := tt.setup(t, hub)
-			newest := publish(t, hub, "other", "newest")
-			conn, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}, LastEventID: last})
-			live := publish(t, hub, "t", "live")
+			synctest.Test(t, func(t *testing.T) {
+				hub, _ := newHub(t, memory.Options{HistorySize: 3, HistoryTTL: time.Hour}, stream.Options{})
+				last := tt.setup(t, hub)
+				newest := publish(t, hub, "other", "newest")
+				conn, _, _ := openStream(t, hub, stream.Subscription{Topics: []string{"t"}, LastEventID: last})
+				live := publish(t, hub, "t", "live")
 
-			got := parseWire(conn.waitFor(t, "live event", func(s string) bool { return strings.Contains(s, live) }))
-			if len(got) != 2 {
-				t.Fatalf("got %+v, want one sse-gap event then the live one", got)
-			}
-			gap := got[0]
-			if gap.Type != stream.TypeGap || gap.ID != newest {
-				t.Fatalf("first event = %+v, want type %s with id %s", gap, stream.TypeGap, newest)
-			}
-			var data struct{ LastEventID, Reason string }
-			if err := json.Unmarshal([]byte(gap.Data), &data); err != nil {
-				t.Fatalf("gap data %q: %v", gap.Data, err)
-			}
-			if data.LastEventID != last || data.Reason != tt.reason {
-				t.Fatalf("gap data = %+v, want lastEventId %q reason %q", data, last, tt.reason)
-			}
-			if got[1].ID != live {
-				t.Fatalf("after the gap got %+v, want live event %s", got[1], live)
-			}
+				got := parseWire(conn.waitFor(t, "live event", func(s string) bool { return strings.Contains(s, live) }))
+				if len(got) != 2 {
+					t.Fatalf("got %+v, want one sse-gap event then the live one", got)
+				}
+				gap := got[0]
+				if gap.Type != stream.TypeGap || gap.ID != newest {
+					t.Fatalf("first event = %+v, want type %s with id %s", gap, stream.TypeGap, newest)
+				}
+				var data struct{ LastEventID, Reason string }
+				if err := json.Unmarshal([]byte(gap.Data), &data); err != nil {
+					t.Fatalf("gap data %q: %v", gap.Data, err)
+				}
+				if data.LastEventID != last || data.Reason != tt.reason {
+					t.Fatalf("gap data = %+v, want lastEventId %q reason %q", data, last, tt.reason)
+				}
+				if got[1].ID != live {
+					t.Fatalf("after the gap got %+v, want live event %s", got[1], live)
+				}
+			})
 		})
 	}
 }

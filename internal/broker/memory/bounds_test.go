@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unsafe"
 
@@ -51,7 +52,7 @@ func TestMaxBytesEvictsTheOldestEventsOfAnyTopic(t *testing.T) {
 	data := strings.Repeat("x", 1000)
 	one := EventCost(stream.NewEvent("0000000000000-1", 1, stream.Message{Topic: "t00", Data: data}, t0)) +
 		topicCost + 3 + 8*8
-	b, rec, _ := newBroker(t, Options{MaxBytes: 10 * one})
+	b, rec := newBroker(t, Options{MaxBytes: 10 * one})
 	start := b.id(0)
 	var ids []string
 	for i := range 30 {
@@ -98,70 +99,72 @@ func TestMaxBytesEvictsTheOldestEventsOfAnyTopic(t *testing.T) {
 func TestEvictionIsExactUnderRandomLoad(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4, 5} {
 		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(seed, seed))
-			b, _, clk := newBroker(t, Options{MaxBytes: 40 << 10, HistorySize: 20})
-			type pub struct {
-				topic string
-				id    string
-			}
-			var all []pub
-			topics := []string{"a", "b", "c", "d", "e", "f"}
-			for range 2000 {
-				topic := topics[rng.IntN(len(topics))]
-				if rng.IntN(10) == 0 {
-					topic = "fresh" + strconv.Itoa(rng.IntN(1000)) // some topics come and go
+			synctest.Test(t, func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(seed, seed))
+				b, _ := newBroker(t, Options{MaxBytes: 40 << 10, HistorySize: 20})
+				type pub struct {
+					topic string
+					id    string
 				}
-				data := strings.Repeat("y", rng.IntN(3000))
-				all = append(all, pub{topic, publish(t, b, stream.Message{Topic: topic, Data: data})[0].ID})
-				clk.Advance(time.Duration(rng.Int64N(3e9)))
-				if rng.IntN(50) == 0 {
-					checkAccounting(t, b)
-				}
-			}
-			checkAccounting(t, b)
-			exact, gaps := 0, 0
-			for range 500 {
-				from := rng.IntN(len(all))
-				subs := []string{topics[rng.IntN(len(topics))], topics[rng.IntN(len(topics))], all[rng.IntN(len(all))].topic}
-				slices.Sort(subs)
-				subs = slices.Compact(subs) // as the HTTP layer does
-				var want []string
-				for _, p := range all[from+1:] {
-					if slices.Contains(subs, p.topic) {
-						want = append(want, p.id)
+				var all []pub
+				topics := []string{"a", "b", "c", "d", "e", "f"}
+				for range 2000 {
+					topic := topics[rng.IntN(len(topics))]
+					if rng.IntN(10) == 0 {
+						topic = "fresh" + strconv.Itoa(rng.IntN(1000)) // some topics come and go
+					}
+					data := strings.Repeat("y", rng.IntN(3000))
+					all = append(all, pub{topic, publish(t, b, stream.Message{Topic: topic, Data: data})[0].ID})
+					advance(time.Duration(rng.Int64N(3e9)))
+					if rng.IntN(50) == 0 {
+						checkAccounting(t, b)
 					}
 				}
-				var got []string
-				err := b.Replay(context.Background(), subs, all[from].id, b.seq, func(e *stream.Event) error {
-					got = append(got, e.ID)
-					return nil
-				})
-				var gap *stream.GapError
-				switch {
-				case errors.As(err, &gap):
-					gaps++
-					if len(got) > 0 {
-						t.Fatalf("gap after replaying %d events", len(got))
+				checkAccounting(t, b)
+				exact, gaps := 0, 0
+				for range 500 {
+					from := rng.IntN(len(all))
+					subs := []string{topics[rng.IntN(len(topics))], topics[rng.IntN(len(topics))], all[rng.IntN(len(all))].topic}
+					slices.Sort(subs)
+					subs = slices.Compact(subs) // as the HTTP layer does
+					var want []string
+					for _, p := range all[from+1:] {
+						if slices.Contains(subs, p.topic) {
+							want = append(want, p.id)
+						}
 					}
-				case err != nil:
-					t.Fatalf("Replay: %v", err)
-				default:
-					exact++
-					if !slices.Equal(got, want) {
-						t.Fatalf("resume of %v after %s replayed %d events, published since: %d (%v vs %v)", subs, all[from].id, len(got), len(want), got, want)
+					var got []string
+					err := b.Replay(context.Background(), subs, all[from].id, b.seq, func(e *stream.Event) error {
+						got = append(got, e.ID)
+						return nil
+					})
+					var gap *stream.GapError
+					switch {
+					case errors.As(err, &gap):
+						gaps++
+						if len(got) > 0 {
+							t.Fatalf("gap after replaying %d events", len(got))
+						}
+					case err != nil:
+						t.Fatalf("Replay: %v", err)
+					default:
+						exact++
+						if !slices.Equal(got, want) {
+							t.Fatalf("resume of %v after %s replayed %d events, published since: %d (%v vs %v)", subs, all[from].id, len(got), len(want), got, want)
+						}
 					}
 				}
-			}
-			if exact == 0 || gaps == 0 {
-				t.Fatalf("%d exact resumes and %d gaps: the test should see both", exact, gaps)
-			}
+				if exact == 0 || gaps == 0 {
+					t.Fatalf("%d exact resumes and %d gaps: the test should see both", exact, gaps)
+				}
+			})
 		})
 	}
 }
 
 func TestMaxKeysForgetsTheOldestKeys(t *testing.T) {
 	const maxKeys = 100
-	b, _, _ := newBroker(t, Options{MaxKeys: maxKeys})
+	b, _ := newBroker(t, Options{MaxKeys: maxKeys})
 	var first []stream.Published
 	for i := range 3 * maxKeys {
 		res := publish(t, b, stream.Message{Topic: "t", Data: "x", IdempotencyKey: "k" + strconv.Itoa(i)})
@@ -190,7 +193,7 @@ func TestStaleEntriesAreCompacted(t *testing.T) {
 	// One quiet event at the front holds the queue's front while a topic
 	// of history 1 replaces its event on every publish: the entries left
 	// behind are compacted instead of piling up.
-	b, _, _ := newBroker(t, Options{HistorySize: 1})
+	b, _ := newBroker(t, Options{HistorySize: 1})
 	publishOne(t, b, "quiet")
 	for range 10_000 {
 		publishOne(t, b, "busy")

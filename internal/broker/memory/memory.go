@@ -55,8 +55,6 @@ type Options struct {
 	// Log gets a warning when a bound forces an early eviction (at most
 	// once a minute for each bound); nil discards.
 	Log *slog.Logger
-	// Now is the clock; nil means time.Now. Tests set it.
-	Now func() time.Time
 }
 
 // Stats is what the broker holds now, for gauges.
@@ -136,10 +134,7 @@ func New(opts Options) *Broker {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	now := opts.Now()
+	now := time.Now()
 	b := &Broker{
 		opts: opts,
 		// Start time and a random part: two runs never share an epoch, so
@@ -171,7 +166,7 @@ func (b *Broker) sweeper() {
 		case <-t.C:
 			b.mu.Lock()
 			if !b.closed {
-				b.sweep(b.opts.Now())
+				b.sweep(time.Now())
 			}
 			b.mu.Unlock()
 		}
@@ -218,7 +213,7 @@ func (b *Broker) Publish(ctx context.Context, msgs []stream.Message) ([]stream.P
 	if b.feed == nil {
 		return nil, errors.New("memory broker: publish before attach")
 	}
-	now := b.opts.Now()
+	now := time.Now()
 	b.sweep(now)
 	out := make([]stream.Published, len(msgs))
 	for i, m := range msgs {
@@ -403,7 +398,7 @@ func (b *Broker) collect(topics []string, lastEventID string, after, upTo uint64
 	if after > b.seq {
 		return nil, &stream.GapError{LastEventID: lastEventID, Reason: stream.GapFuture}
 	}
-	b.sweep(b.opts.Now())
+	b.sweep(time.Now())
 	if after < b.floor {
 		return nil, &stream.GapError{LastEventID: lastEventID, Reason: stream.GapExpired}
 	}

@@ -17,24 +17,11 @@ import (
 // t0 is the fake clock's start.
 var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// clock is a fake time source for Options.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: t0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// advance moves a synctest bubble's clock on by d, and lets the broker's
+// sweeper finish whatever that woke it for.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 // ev returns an event with the given Seq, published seq seconds after t0.
@@ -255,19 +242,15 @@ func (r *recorder) ids() []string {
 	return out
 }
 
-// newBroker returns an attached broker on a fake clock, closed at the end
-// of the test.
-func newBroker(t *testing.T, opts Options) (*Broker, *recorder, *clock) {
+// newBroker returns an attached broker, closed at the end of the test.
+// Tests that move time run in a synctest bubble (see advance).
+func newBroker(t *testing.T, opts Options) (*Broker, *recorder) {
 	t.Helper()
-	c := newClock()
-	if opts.Now == nil {
-		opts.Now = c.Now
-	}
 	b := New(opts)
 	t.Cleanup(func() { b.Close() })
 	rec := &recorder{}
 	b.Attach(rec)
-	return b, rec, c
+	return b, rec
 }
 
 func publish(t *testing.T, b *Broker, msgs ...stream.Message) []stream.Published {
@@ -320,7 +303,7 @@ func gapReason(t *testing.T, b *Broker, topics []string, after string) string {
 }
 
 func TestIDsAreEpochDashSeqAndStrictlyIncreasing(t *testing.T) {
-	b, _, _ := newBroker(t, Options{})
+	b, _ := newBroker(t, Options{})
 	if got, want := attachHead(b), (stream.Position{Seq: 0, ID: b.epoch + "-0"}); got != want {
 		t.Fatalf("Attach on an empty broker = %+v, want %+v", got, want)
 	}
@@ -355,23 +338,25 @@ func TestIDsAreEpochDashSeqAndStrictlyIncreasing(t *testing.T) {
 }
 
 func TestTwoBrokersNeverShareAnEpoch(t *testing.T) {
-	// Same clock reading: only the random part can tell them apart.
-	now := func() time.Time { return t0 }
-	seen := map[string]bool{}
-	for range 200 {
-		b := New(Options{Now: now})
-		if seen[b.epoch] {
-			t.Fatalf("epoch %q issued twice", b.epoch)
+	synctest.Test(t, func(t *testing.T) {
+		// Same clock reading: only the random part can tell them apart.
+		seen := map[string]bool{}
+		for range 200 {
+			b := New(Options{})
+			b.Close()
+			if seen[b.epoch] {
+				t.Fatalf("epoch %q issued twice", b.epoch)
+			}
+			if strings.Contains(b.epoch, "-") {
+				t.Fatalf("epoch %q contains the id separator", b.epoch)
+			}
+			seen[b.epoch] = true
 		}
-		if strings.Contains(b.epoch, "-") {
-			t.Fatalf("epoch %q contains the id separator", b.epoch)
-		}
-		seen[b.epoch] = true
-	}
+	})
 }
 
 func TestPublishDeliversEachStoredEventOnceInOrderBeforeReturning(t *testing.T) {
-	b, rec, _ := newBroker(t, Options{})
+	b, rec := newBroker(t, Options{})
 	var want []string
 	for i := range 3 {
 		res := publish(t, b,
@@ -397,88 +382,94 @@ func TestPublishDeliversEachStoredEventOnceInOrderBeforeReturning(t *testing.T) 
 }
 
 func TestIdempotencyKey(t *testing.T) {
-	const window = time.Minute
-	b, rec, clk := newBroker(t, Options{IdempotencyWindow: window, HistoryTTL: time.Hour})
-	msg := func(topic, key string) stream.Message {
-		return stream.Message{Topic: topic, Data: "x", IdempotencyKey: key}
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const window = time.Minute
+		b, rec := newBroker(t, Options{IdempotencyWindow: window, HistoryTTL: time.Hour})
+		msg := func(topic, key string) stream.Message {
+			return stream.Message{Topic: topic, Data: "x", IdempotencyKey: key}
+		}
 
-	// Publish mid-way between sweeps (every window), so that the window's
-	// end is decided by the key's expiry, not by a sweep forgetting it.
-	clk.Advance(window / 2)
-	first := publish(t, b, msg("a", "k1"))[0]
-	if first.Duplicate {
-		t.Fatalf("first publish with a key is a duplicate")
-	}
+		// Publish mid-way between two sweeps of the window, so that its
+		// end is decided by the key's expiry, not by when a sweep runs.
+		advance(window / 2)
+		first := publish(t, b, msg("a", "k1"))[0]
+		if first.Duplicate {
+			t.Fatalf("first publish with a key is a duplicate")
+		}
 
-	clk.Advance(window - time.Second)
-	again := publish(t, b, msg("a", "k1"))[0]
-	if got, want := again, (stream.Published{ID: first.ID, Duplicate: true}); got != want {
-		t.Fatalf("repeat within the window = %+v, want %+v", got, want)
-	}
-	if got, want := len(rec.ids()), 1; got != want {
-		t.Fatalf("delivered %d events after a repeat, want %d", got, want)
-	}
+		advance(window - time.Second)
+		again := publish(t, b, msg("a", "k1"))[0]
+		if got, want := again, (stream.Published{ID: first.ID, Duplicate: true}); got != want {
+			t.Fatalf("repeat within the window = %+v, want %+v", got, want)
+		}
+		if got, want := len(rec.ids()), 1; got != want {
+			t.Fatalf("delivered %d events after a repeat, want %d", got, want)
+		}
 
-	other := publish(t, b, msg("b", "k1"))[0]
-	if other.Duplicate || other.ID == first.ID {
-		t.Fatalf("same key on another topic = %+v, want a new event", other)
-	}
-	noKey := publish(t, b, msg("a", ""), msg("a", ""))
-	if noKey[0].Duplicate || noKey[1].Duplicate || noKey[0].ID == noKey[1].ID {
-		t.Fatalf("two publishes without a key = %+v, want two new events", noKey)
-	}
+		other := publish(t, b, msg("b", "k1"))[0]
+		if other.Duplicate || other.ID == first.ID {
+			t.Fatalf("same key on another topic = %+v, want a new event", other)
+		}
+		noKey := publish(t, b, msg("a", ""), msg("a", ""))
+		if noKey[0].Duplicate || noKey[1].Duplicate || noKey[0].ID == noKey[1].ID {
+			t.Fatalf("two publishes without a key = %+v, want two new events", noKey)
+		}
 
-	clk.Advance(time.Second) // exactly at the end of the window, no sweep
-	late := publish(t, b, msg("a", "k1"))[0]
-	if late.Duplicate || late.ID == first.ID {
-		t.Fatalf("repeat after the window = %+v, want a new event", late)
-	}
-	want := []string{first.ID, other.ID, noKey[0].ID, noKey[1].ID, late.ID}
-	if got := rec.ids(); !slices.Equal(got, want) {
-		t.Fatalf("delivered %v, want %v", got, want)
-	}
-	// The window restarts from the new event.
-	if got := publish(t, b, msg("a", "k1"))[0]; got != (stream.Published{ID: late.ID, Duplicate: true}) {
-		t.Fatalf("repeat of the renewed key = %+v, want a duplicate of %s", got, late.ID)
-	}
+		advance(time.Second) // exactly at the end of the window
+		late := publish(t, b, msg("a", "k1"))[0]
+		if late.Duplicate || late.ID == first.ID {
+			t.Fatalf("repeat after the window = %+v, want a new event", late)
+		}
+		want := []string{first.ID, other.ID, noKey[0].ID, noKey[1].ID, late.ID}
+		if got := rec.ids(); !slices.Equal(got, want) {
+			t.Fatalf("delivered %v, want %v", got, want)
+		}
+		// The window restarts from the new event.
+		if got := publish(t, b, msg("a", "k1"))[0]; got != (stream.Published{ID: late.ID, Duplicate: true}) {
+			t.Fatalf("repeat of the renewed key = %+v, want a duplicate of %s", got, late.ID)
+		}
+	})
 }
 
 func TestSweepForgetsExpiredTopicsAndKeepsTheirGap(t *testing.T) {
-	const ttl = 10 * time.Second
-	b, _, clk := newBroker(t, Options{HistoryTTL: ttl})
-	start := b.id(0)
-	old1 := publishOne(t, b, "old")
-	publishOne(t, b, "old")
+	synctest.Test(t, func(t *testing.T) {
+		const ttl = 10 * time.Second
+		b, _ := newBroker(t, Options{HistoryTTL: ttl})
+		start := b.id(0)
+		old1 := publishOne(t, b, "old")
+		publishOne(t, b, "old")
 
-	clk.Advance(ttl + time.Second)
-	fresh := publishOne(t, b, "new") // sweeps
+		advance(ttl + time.Second)
+		fresh := publishOne(t, b, "new") // sweeps
 
-	if _, ok := b.topics["old"]; ok {
-		t.Fatalf("expired topic still held after a sweep")
-	}
-	if got, want := b.floor, uint64(2); got != want {
-		t.Fatalf("floor = %d after forgetting events 1-2, want %d", got, want)
-	}
-	for _, after := range []string{start, old1} {
-		if got, want := gapReason(t, b, []string{"old"}, after), stream.GapExpired; got != want {
-			t.Fatalf("resume of a forgotten topic after %q: reason %q, want %q", after, got, want)
+		if _, ok := b.topics["old"]; ok {
+			t.Fatalf("expired topic still held after a sweep")
 		}
-	}
-	// From the newest forgotten event on, nothing was lost.
-	if got, want := replay(t, b, []string{"old", "new"}, b.id(2), b.seq), []string{fresh}; !slices.Equal(got, want) {
-		t.Fatalf("resume from the floor replays %v, want %v", got, want)
-	}
+		if got, want := b.floor, uint64(2); got != want {
+			t.Fatalf("floor = %d after forgetting events 1-2, want %d", got, want)
+		}
+		for _, after := range []string{start, old1} {
+			if got, want := gapReason(t, b, []string{"old"}, after), stream.GapExpired; got != want {
+				t.Fatalf("resume of a forgotten topic after %q: reason %q, want %q", after, got, want)
+			}
+		}
+		// From the newest forgotten event on, nothing was lost.
+		if got, want := replay(t, b, []string{"old", "new"}, b.id(2), b.seq), []string{fresh}; !slices.Equal(got, want) {
+			t.Fatalf("resume from the floor replays %v, want %v", got, want)
+		}
+	})
 }
 
 func TestSweepForgetsIdempotencyKeys(t *testing.T) {
-	b, _, clk := newBroker(t, Options{IdempotencyWindow: time.Second, HistoryTTL: time.Hour})
-	publish(t, b, stream.Message{Topic: "a", IdempotencyKey: "k"})
-	clk.Advance(2 * time.Second)
-	publishOne(t, b, "b") // sweeps
-	if got := b.Stats().Keys; got != 0 {
-		t.Fatalf("%d idempotency keys remembered after their window, want 0", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newBroker(t, Options{IdempotencyWindow: time.Second, HistoryTTL: time.Hour})
+		publish(t, b, stream.Message{Topic: "a", IdempotencyKey: "k"})
+		advance(2 * time.Second)
+		publishOne(t, b, "b") // sweeps
+		if got := b.Stats().Keys; got != 0 {
+			t.Fatalf("%d idempotency keys remembered after their window, want 0", got)
+		}
+	})
 }
 
 func TestSweeperFreesExpiredTopicsAndKeysWithoutPublishes(t *testing.T) {
@@ -534,7 +525,7 @@ func TestDefaultClockIsTimeNow(t *testing.T) {
 // The gaps that depend on this broker's id format (<epoch>-<seq>); the
 // others are in the shared suite.
 func TestReplayGapReasonsOfTheIDFormat(t *testing.T) {
-	b, _, _ := newBroker(t, Options{})
+	b, _ := newBroker(t, Options{})
 	publishOne(t, b, "a")
 	tests := []struct {
 		name, after, want string
@@ -559,7 +550,7 @@ func TestReplayGapReasonsOfTheIDFormat(t *testing.T) {
 // hand. (Not in the shared suite: the NATS broker goes on through the
 // events it already fetched.)
 func TestReplayStopsWhenTheContextIsCanceled(t *testing.T) {
-	b, _, _ := newBroker(t, Options{})
+	b, _ := newBroker(t, Options{})
 	for range 3 {
 		publishOne(t, b, "a")
 	}
@@ -581,7 +572,7 @@ func TestReplayStopsWhenTheContextIsCanceled(t *testing.T) {
 // A canceled publish stores nothing (the shared suite's CanceledContext),
 // not even a sequence number: the next event takes the first one.
 func TestACanceledPublishTakesNoSequenceNumber(t *testing.T) {
-	b, _, _ := newBroker(t, Options{})
+	b, _ := newBroker(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := b.Publish(ctx, []stream.Message{{Topic: "a", IdempotencyKey: "k"}}); !errors.Is(err, context.Canceled) {

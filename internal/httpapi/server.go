@@ -135,10 +135,6 @@ type Server struct {
 	routes *echo.Echo
 }
 
-// Handler is the server's router (Echo), with every route. The server
-// serves it through a wrapper that tracks its connections.
-func (srv *Server) Handler() http.Handler { return srv.routes }
-
 // Serve accepts connections on ln until Shutdown or Close. Connections over
 // the caps on those that are not streams (Options.MaxNonStreamConns) are
 // closed as soon as accepted.

@@ -88,6 +88,7 @@ func Run(t *testing.T, be Backend) {
 		{"PublishOrder", testPublishOrder},
 		{"MultiTopicReplay", testMultiTopicReplay},
 		{"ReplayStopsOnFnError", testReplayStopsOnFnError},
+		{"ReplayStopsWhenCanceled", testReplayStopsWhenCanceled},
 		{"GapMalformed", testGapMalformed},
 		{"GapUnknownStreamFromAnotherBackend", testGapUnknownStream},
 		{"RestartKeepsHistory", testRestart},
@@ -582,6 +583,29 @@ func testReplayStopsOnFnError(t *testing.T, be Backend) {
 	}
 	if calls != 2 {
 		t.Fatalf("fn called %d times, want 2 (replay must stop at fn's first error)", calls)
+	}
+}
+
+// testReplayStopsWhenCanceled: once its context is done, Replay hands out
+// no further event and says why (the client left mid-replay).
+func testReplayStopsWhenCanceled(t *testing.T, be Backend) {
+	h := start(t, be, defaults)
+	for i := range 5 {
+		h.publishOne("t", fmt.Sprint(i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls := 0
+	err := h.b.Replay(ctx, []string{"t"}, h.head.ID, h.lastSeq(), func(*stream.Event) error {
+		calls++
+		cancel()
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Replay returned %v, want context.Canceled", err)
+	}
+	if calls != 1 {
+		t.Fatalf("fn called %d times, want 1 (nothing after the context is done)", calls)
 	}
 }
 

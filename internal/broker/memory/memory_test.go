@@ -546,29 +546,6 @@ func TestReplayGapReasonsOfTheIDFormat(t *testing.T) {
 	}
 }
 
-// Replay stops once its context is done, even between events it has at
-// hand. (Not in the shared suite: the NATS broker goes on through the
-// events it already fetched.)
-func TestReplayStopsWhenTheContextIsCanceled(t *testing.T) {
-	b, _ := newBroker(t, Options{})
-	for range 3 {
-		publishOne(t, b, "a")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	calls := 0
-	err := b.Replay(ctx, []string{"a"}, b.id(0), 3, func(*stream.Event) error {
-		calls++
-		cancel()
-		return nil
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Replay err = %v, want context.Canceled", err)
-	}
-	if got, want := calls, 1; got != want {
-		t.Fatalf("fn called %d times, want %d", got, want)
-	}
-}
-
 // A canceled publish stores nothing (the shared suite's CanceledContext),
 // not even a sequence number: the next event takes the first one.
 func TestACanceledPublishTakesNoSequenceNumber(t *testing.T) {

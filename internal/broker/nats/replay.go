@@ -100,6 +100,9 @@ func (b *Broker) replay(ctx context.Context, st *jsStream, topics []string, last
 		if !ok {
 			continue
 		}
+		if err := ctx.Err(); err != nil {
+			return err // the caller gave up: not one more event (Broker.Replay)
+		}
 		if err := fn(ev); err != nil {
 			return fmt.Errorf("%w: %w", errStopped, err)
 		}

@@ -1,8 +1,9 @@
-// Package ssebench is the engine of cmd/sse-bench, the load generator of
-// sse-service: it opens many SSE streams on loopback, publishes events at a
-// fixed rate, checks every stream receives every event in order and measures
+// Package bench is the engine of cmd/sse-bench, the load generator of
+// sse-service, and belongs to that command alone (nothing else may import
+// it): it opens many SSE streams on loopback, publishes events at a fixed
+// rate, checks every stream receives every event in order and measures
 // delivery latency and the server's memory and CPU cost.
-package ssebench
+package bench
 
 import (
 	"context"

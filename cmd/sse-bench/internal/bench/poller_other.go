@@ -1,6 +1,6 @@
 //go:build !linux
 
-package ssebench
+package bench
 
 import (
 	"errors"

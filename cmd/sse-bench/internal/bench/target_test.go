@@ -1,4 +1,4 @@
-package ssebench
+package bench
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package ssebench
+package bench
 
 // Payload layout. Every event sse-bench publishes carries, as its data, a
 // fixed-size ASCII string:

@@ -98,9 +98,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("sse-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `sse-bench loads an sse-service on this machine: it opens -streams SSE streams
-on -topic, publishes -rate events/s for -duration once they are all open (after
--warmup), waits -drain for the last deliveries, then reports deliveries,
+		fmt.Fprint(fs.Output(), `sse-bench loads an sse-service on this machine: once every -url answers (it
+waits up to -wait for a server that is still starting), it opens -streams SSE
+streams on -topic, publishes -rate events/s for -duration once they are all
+open (after -warmup), waits -drain for the last deliveries, then reports deliveries,
 gaps, duplicates, latency and, with -pid, the server's RSS per stream and CPU
 per delivery. It stops by itself, and early on SIGINT or SIGTERM (still
 reporting). Loopback targets only. Linux only (epoll, /proc).
@@ -129,6 +130,8 @@ Flags:
 	fs.DurationVar(&c.Duration, "duration", 30*time.Second, "measurement window: publishing time after the warmup")
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "publishing time before the measurement window (checked, not measured)")
 	fs.DurationVar(&c.Drain, "drain", 2*time.Second, "wait for deliveries after publishing stops")
+	fs.DurationVar(&c.Wait, "wait", 30*time.Second,
+		"how long the -url targets have to answer (GET /openapi.yaml) before streams are opened, e.g. a server just started; 0 does not wait")
 	fs.DurationVar(&c.Settle, "settle", time.Second, "pause after all streams are open before the server's RSS is read")
 	fs.IntVar(&c.Pollers, "pollers", max(1, runtime.GOMAXPROCS(0)/2),
 		"goroutines reading the streams, each with its own epoll set and 64 KiB buffer;\nthe default, half the CPUs, leaves the rest to the server")

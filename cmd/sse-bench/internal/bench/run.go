@@ -53,6 +53,11 @@ type Config struct {
 	// of length Duration; Drain waits for deliveries after publishing.
 	Settle, Warmup, Duration, Drain time.Duration
 
+	// Wait is how long the targets have, in all, to answer before the
+	// streams are opened; zero does not wait (the first dials must
+	// succeed).
+	Wait time.Duration
+
 	// PIDs are the server processes whose memory and CPU are sampled.
 	PIDs []int
 	// Pollers is the number of goroutines reading the streams.
@@ -87,8 +92,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("size must be %d to %d bytes", MinPayloadSize, MaxPayloadSize)
 	case c.Publishers < 1 || c.Publishers > MaxLanes:
 		return fmt.Errorf("publishers must be 1 to %d", MaxLanes)
-	case c.Settle < 0 || c.Warmup < 0 || c.Duration <= 0 || c.Drain < 0:
-		return errors.New("duration must be positive and warmup, drain and settle not negative")
+	case c.Settle < 0 || c.Warmup < 0 || c.Duration <= 0 || c.Drain < 0 || c.Wait < 0:
+		return errors.New("duration must be positive and warmup, drain, settle and wait not negative")
 	case c.Pollers < 1:
 		return errors.New("pollers must be at least 1")
 	}
@@ -139,6 +144,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &run{cfg: cfg, log: cfg.Log}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := waitForTargets(ctx, cfg.Targets, cfg.Wait, r.log); err != nil {
+		return nil, err
 	}
 	rep := newReport(cfg)
 

@@ -21,6 +21,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sse-service/sse-service/deploy/internal/toolbin"
 	"github.com/sse-service/sse-service/internal/config"
 )
 
@@ -30,23 +31,8 @@ const chartDir = "../../helm/sse-service"
 // saying how to enable it, except under CI (CI=true), where it fails.
 func helmBin(t *testing.T) string {
 	t.Helper()
-	if h := os.Getenv("HELM"); h != "" {
-		if _, err := os.Stat(h); err != nil {
-			t.Fatalf("HELM=%s: %v", h, err)
-		}
-		return h
-	}
-	if h, err := exec.LookPath("helm"); err == nil {
-		return h
-	}
-	msg := "helm not found, chart checks not run: set HELM=/path/to/helm " +
-		"(e.g. GOBIN=/tmp/helmbin go install helm.sh/helm/v3/cmd/helm@v3.22.0; " +
-		"HELM=/tmp/helmbin/helm go test ./internal/chart/); .ci/run sets HELM"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true: failing instead of skipping)")
-	}
-	t.Skip(msg)
-	return ""
+	return toolbin.Find(t, "HELM", "helm",
+		"e.g. GOBIN=/tmp/helmbin go install helm.sh/helm/v3/cmd/helm@v3.22.0; HELM=/tmp/helmbin/helm go test ./deploy/chart/")
 }
 
 // obj is one rendered Kubernetes object.

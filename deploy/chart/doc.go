@@ -11,5 +11,5 @@
 // instead when CI=true):
 //
 //	GOBIN=/tmp/helmbin go install helm.sh/helm/v3/cmd/helm@v3.22.0
-//	HELM=/tmp/helmbin/helm go test ./internal/chart/
+//	HELM=/tmp/helmbin/helm go test ./deploy/chart/
 package chart

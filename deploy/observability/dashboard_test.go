@@ -26,24 +26,46 @@ type dashboard struct {
 }
 
 type panel struct {
-	ID         int             `json:"id"`
-	Type       string          `json:"type"`
-	Title      string          `json:"title"`
-	Datasource json.RawMessage `json:"datasource"`
-	Targets    []panelTarget   `json:"targets"`
-	Panels     []panel         `json:"panels"` // a row's panels (collapsed rows hold them)
+	ID          int             `json:"id"`
+	Type        string          `json:"type"`
+	Title       string          `json:"title"`
+	Datasource  json.RawMessage `json:"datasource"`
+	FieldConfig fieldConfig     `json:"fieldConfig"`
+	Targets     []panelTarget   `json:"targets"`
+	Panels      []panel         `json:"panels"` // a row's panels (collapsed rows hold them)
+}
+
+// fieldConfig is a panel's display settings: the defaults, then overrides
+// for the series a matcher picks.
+type fieldConfig struct {
+	Defaults struct {
+		Unit string `json:"unit"`
+	} `json:"defaults"`
+	Overrides []struct {
+		Matcher struct {
+			ID      string `json:"id"`
+			Options any    `json:"options"`
+		} `json:"matcher"`
+		Properties []struct {
+			ID    string `json:"id"`
+			Value any    `json:"value"`
+		} `json:"properties"`
+	} `json:"overrides"`
 }
 
 type panelTarget struct {
-	RefID      string          `json:"refId"`
-	Expr       string          `json:"expr"`
-	Exemplar   bool            `json:"exemplar"`
-	Datasource json.RawMessage `json:"datasource"`
+	RefID        string          `json:"refId"`
+	Expr         string          `json:"expr"`
+	LegendFormat string          `json:"legendFormat"`
+	Exemplar     bool            `json:"exemplar"`
+	Datasource   json.RawMessage `json:"datasource"`
 }
 
 type variable struct {
 	Name       string          `json:"name"`
 	Type       string          `json:"type"`
+	IncludeAll bool            `json:"includeAll"`
+	AllValue   string          `json:"allValue"`
 	Query      json.RawMessage `json:"query"` // a string, or an object with a "query" field
 	Datasource json.RawMessage `json:"datasource"`
 }
@@ -122,11 +144,19 @@ func datasourceUID(raw json.RawMessage) string {
 	return o.UID
 }
 
-// hasMatcher reports whether vs filters label name with a regex matcher, as
-// the dashboard's multi-value variables need.
+// scopeLabels are the labels every query of the dashboard is filtered by,
+// each with the variable of the same name. job is what keeps a panel to
+// sse-service: the runtime (go_*, process_*) and HTTP (http_*) metrics are
+// exported by every Go workload of the namespace, and Pod = All matches
+// them all.
+var scopeLabels = []string{"namespace", "job", "pod"}
+
+// hasMatcher reports whether vs filters label name by the dashboard
+// variable of the same name, with a regex matcher, as multi-value
+// variables need.
 func hasMatcher(vs *parser.VectorSelector, name string) bool {
 	for _, m := range vs.LabelMatchers {
-		if m.Name == name && m.Type == labels.MatchRegexp {
+		if m.Name == name && m.Type == labels.MatchRegexp && m.Value == "$"+name {
 			return true
 		}
 	}
@@ -135,7 +165,7 @@ func hasMatcher(vs *parser.VectorSelector, name string) bool {
 
 // TestDashboardPromQL parses every query of the dashboard with the PromQL
 // parser and checks the metrics it reads exist, and that every query is
-// filtered by the namespace and pod variables.
+// filtered by the namespace, job and pod variables (scoped to the service).
 func TestDashboardPromQL(t *testing.T) {
 	d := loadDashboard(t)
 	exported, _ := exportedSeries(t)
@@ -177,7 +207,7 @@ func TestDashboardPromQL(t *testing.T) {
 			checkHistogramQuantiles(t, where, expr)
 			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
 				if vs, ok := n.(*parser.VectorSelector); ok {
-					for _, l := range []string{"namespace", "pod"} {
+					for _, l := range scopeLabels {
 						if !hasMatcher(vs, l) {
 							t.Errorf("%s: %s is not filtered by %s=~\"$%s\"", where, vs, l, l)
 						}
@@ -246,7 +276,8 @@ func TestDashboardVariablesAndDatasources(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"namespace": "label_values(sse_connected_clients, namespace)",
-		"pod":       `label_values(sse_connected_clients{namespace=~"$namespace"}, pod)`,
+		"job":       `label_values(sse_connected_clients{namespace=~"$namespace"}, job)`,
+		"pod":       `label_values(sse_connected_clients{namespace=~"$namespace", job=~"$job"}, pod)`,
 	} {
 		v, ok := vars[name]
 		if !ok {
@@ -260,6 +291,12 @@ func TestDashboardVariablesAndDatasources(t *testing.T) {
 		if uid := datasourceUID(v.Datasource); uid != "${datasource}" {
 			t.Errorf("%s variable: datasource %q, want ${datasource}", name, uid)
 		}
+	}
+	// Job = All must mean the jobs that export sse_ metrics, not every
+	// job: Grafana then sends the listed values. A custom all value (say
+	// .*) would bring in every workload of the namespace.
+	if job, ok := vars["job"]; ok && (!job.IncludeAll || job.AllValue != "") {
+		t.Errorf("job variable: includeAll %v, allValue %q; want All, with no custom all value", job.IncludeAll, job.AllValue)
 	}
 
 	ids := map[int]string{}

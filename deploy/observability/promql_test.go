@@ -125,12 +125,17 @@ func exportedSeries(t *testing.T) (series map[string]bool, declaredOnly []string
 // ${name:format} and [[name]].
 var grafanaVarRE = regexp.MustCompile(`\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)(?::[^\]]*)?\]\]`)
 
+// grafanaValues are what the variables stand for when a query is parsed.
+// The dashboard's own variables stay as they are ($namespace...): they only
+// ever appear in label matchers' strings, where TestDashboardPromQL looks
+// for them.
 var grafanaValues = map[string]string{
 	"__rate_interval": "5m",
 	"__interval":      "1m",
 	"__range":         "1h",
-	"namespace":       ".*",
-	"pod":             ".*",
+	"namespace":       "$namespace",
+	"job":             "$job",
+	"pod":             "$pod",
 }
 
 func substituteGrafanaVars(q string) (string, error) {

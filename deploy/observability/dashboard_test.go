@@ -93,6 +93,33 @@ func allPanels(ps []panel) []panel {
 	return out
 }
 
+// parsedQuery is one query of the dashboard, parsed.
+type parsedQuery struct {
+	panel  panel
+	target panelTarget
+	expr   parser.Expr
+}
+
+// parsedQueries returns every panel query of d that parses once the
+// Grafana variables are substituted; TestDashboardPromQL reports the others.
+func parsedQueries(d dashboard) []parsedQuery {
+	var out []parsedQuery
+	for _, p := range allPanels(d.Panels) {
+		for _, tg := range p.Targets {
+			q, err := substituteGrafanaVars(tg.Expr)
+			if err != nil {
+				continue
+			}
+			expr, err := promqlParser.ParseExpr(q)
+			if err != nil {
+				continue
+			}
+			out = append(out, parsedQuery{panel: p, target: tg, expr: expr})
+		}
+	}
+	return out
+}
+
 // variableQuery returns a query variable's query text.
 func variableQuery(v variable) (string, error) {
 	var s string
@@ -331,20 +358,10 @@ func TestDashboardVariablesAndDatasources(t *testing.T) {
 func TestDashboardShowsTheContractMetrics(t *testing.T) {
 	d := loadDashboard(t)
 	used := map[string]bool{}
-	for _, p := range allPanels(d.Panels) {
-		for _, tg := range p.Targets {
-			q, err := substituteGrafanaVars(tg.Expr)
-			if err != nil {
-				continue // reported by TestDashboardPromQL
-			}
-			expr, err := promqlParser.ParseExpr(q)
-			if err != nil {
-				continue
-			}
-			names, _ := selectorNames(expr)
-			for _, n := range names {
-				used[n] = true
-			}
+	for _, q := range parsedQueries(d) {
+		names, _ := selectorNames(q.expr)
+		for _, n := range names {
+			used[n] = true
 		}
 	}
 	for _, n := range []string{

@@ -107,40 +107,30 @@ func targetUnit(p panel, tg panelTarget) (string, error) {
 func TestDashboardRatesArePerSecond(t *testing.T) {
 	d := loadDashboard(t)
 	rates := 0
-	for _, p := range allPanels(d.Panels) {
-		for _, tg := range p.Targets {
-			where := fmt.Sprintf("panel %q query %s", p.Title, tg.RefID)
-			q, err := substituteGrafanaVars(tg.Expr)
-			if err != nil {
-				continue // reported by TestDashboardPromQL
-			}
-			expr, err := promqlParser.ParseExpr(q)
-			if err != nil {
-				continue
-			}
-			unit, err := targetUnit(p, tg)
-			if err != nil {
-				t.Errorf("%s: %v", where, err)
-				continue
-			}
-			counter, isRate := rateOf(expr)
-			if isRate {
-				rates++
-			}
-			var want map[string]bool
-			switch {
-			case isRate && strings.HasSuffix(counter, "_seconds_total"):
-				want = timeRateUnits
-			case isRate && strings.Contains(counter, "_bytes"): // sse_bytes_sent_total
-				want = byteRateUnits
-			case isRate:
-				want = countRateUnits
-			case !computesRate(expr) && (countRateUnits[unit] || byteRateUnits[unit]):
-				t.Errorf("%s: shows no rate, in the per-second unit %q", where, unit)
-			}
-			if want != nil && !want[unit] {
-				t.Errorf("%s: the rate of %s in unit %q; want one of %v", where, counter, unit, slices.Sorted(maps.Keys(want)))
-			}
+	for _, q := range parsedQueries(d) {
+		where := fmt.Sprintf("panel %q query %s", q.panel.Title, q.target.RefID)
+		unit, err := targetUnit(q.panel, q.target)
+		if err != nil {
+			t.Errorf("%s: %v", where, err)
+			continue
+		}
+		counter, isRate := rateOf(q.expr)
+		if isRate {
+			rates++
+		}
+		var want map[string]bool
+		switch {
+		case isRate && strings.HasSuffix(counter, "_seconds_total"):
+			want = timeRateUnits
+		case isRate && strings.Contains(counter, "_bytes"): // sse_bytes_sent_total
+			want = byteRateUnits
+		case isRate:
+			want = countRateUnits
+		case !computesRate(q.expr) && (countRateUnits[unit] || byteRateUnits[unit]):
+			t.Errorf("%s: shows no rate, in the per-second unit %q", where, unit)
+		}
+		if want != nil && !want[unit] {
+			t.Errorf("%s: the rate of %s in unit %q; want one of %v", where, counter, unit, slices.Sorted(maps.Keys(want)))
 		}
 	}
 	if rates == 0 {

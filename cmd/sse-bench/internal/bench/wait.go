@@ -52,8 +52,10 @@ func waitForTargets(ctx context.Context, targets []Target, wait time.Duration, l
 }
 
 // waitForTarget tries t until it answers or ctx ends, and returns the
-// last failure then.
+// last failure then: the last one that says why (refused, a 5xx), not the
+// try the deadline cut short.
 func waitForTarget(ctx context.Context, client *http.Client, t Target, log *slog.Logger) error {
+	var last error
 	for tries := 0; ; tries++ {
 		err := tryTarget(ctx, client, t.Base+readyPath)
 		if err == nil {
@@ -62,6 +64,9 @@ func waitForTarget(ctx context.Context, client *http.Client, t Target, log *slog
 			}
 			return nil
 		}
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
 		if tries == 0 {
 			log.Info("waiting for the target to answer", "url", t.Base, "err", err)
 		}
@@ -69,7 +74,7 @@ func waitForTarget(ctx context.Context, client *http.Client, t Target, log *slog
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return fmt.Errorf("last try: %w", err)
+			return fmt.Errorf("last try: %w", last)
 		case <-timer.C:
 		}
 	}

@@ -88,7 +88,7 @@ func TestWaitForTargets(t *testing.T) {
 		{name: "nothing listening fails after the wait, saying why", wait: 500 * time.Millisecond,
 			wantErr: []string{"did not answer within 500ms", "GET http://" + waitHost, "connection refused", "-wait"}},
 		{name: "a target that keeps answering 502 fails", delay: time.Millisecond, status: http.StatusBadGateway, answers: 1 << 30,
-			wait: 500 * time.Millisecond, wantErr: []string{"502 Bad Gateway"}},
+			wait: time.Second, wantErr: []string{"did not answer within 1s", "502 Bad Gateway"}},
 		{name: "a listener later than the wait fails", delay: 3 * time.Second, wait: 300 * time.Millisecond,
 			wantErr: []string{"did not answer within 300ms", "connection refused"}},
 	}

@@ -18,6 +18,9 @@
 # emulation.
 FROM --platform=$BUILDPLATFORM golang:1.26.8-bookworm AS build
 WORKDIR /src
+# The service's module alone: the repository's go.work (deploy/ and tools/
+# checks) is not in the build context, and never used here.
+ENV GOWORK=off
 
 # Dependencies first: this layer is reused until go.mod or go.sum change.
 COPY go.mod go.sum ./

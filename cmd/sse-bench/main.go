@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sse-service/sse-service/internal/ssebench"
+	"github.com/sse-service/sse-service/cmd/sse-bench/internal/bench"
 )
 
 func main() {
@@ -40,7 +40,7 @@ type options struct {
 	urls, sources, pids string
 	cpuProfile          string
 	json                bool
-	cfg                 ssebench.Config
+	cfg                 bench.Config
 }
 
 // run parses args, runs the benchmark and writes the report; it returns the
@@ -76,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stopProfile()
 	}
 
-	report, err := ssebench.Run(ctx, opts.cfg)
+	report, err := bench.Run(ctx, opts.cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "sse-bench:", err)
 		return 2
@@ -98,9 +98,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("sse-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `sse-bench loads an sse-service on this machine: it opens -streams SSE streams
-on -topic, publishes -rate events/s for -duration once they are all open (after
--warmup), waits -drain for the last deliveries, then reports deliveries,
+		fmt.Fprint(fs.Output(), `sse-bench loads an sse-service on this machine: once every -url answers (it
+waits up to -wait for a server that is still starting), it opens -streams SSE
+streams on -topic, publishes -rate events/s for -duration once they are all
+open (after -warmup), waits -drain for the last deliveries, then reports deliveries,
 gaps, duplicates, latency and, with -pid, the server's RSS per stream and CPU
 per delivery. It stops by itself, and early on SIGINT or SIGTERM (still
 reporting). Loopback targets only. Linux only (epoll, /proc).
@@ -118,17 +119,19 @@ Flags:
 		"local source `addresses` streams are dialed from, round-robin: loopback addresses and IPv4 ranges,\ncomma separated (each address has its own ~28k ephemeral ports); empty lets the kernel choose")
 	fs.IntVar(&c.Dials, "dials", 200, "streams being opened at once, at most")
 	fs.StringVar(&c.Topic, "topic", "bench", "topic to subscribe and publish to (with -topics, the prefix of the topic names)")
-	fs.IntVar(&c.Topics, "topics", 1, fmt.Sprintf("number of topics, 1 to %d: -topic-0, -topic-1, ...; stream i subscribes to topic i mod -topics,\npublisher lane l publishes to topic l mod -topics (so -publishers must be at least -topics)", ssebench.MaxLanes))
+	fs.IntVar(&c.Topics, "topics", 1, fmt.Sprintf("number of topics, 1 to %d: -topic-0, -topic-1, ...; stream i subscribes to topic i mod -topics,\npublisher lane l publishes to topic l mod -topics (so -publishers must be at least -topics)", bench.MaxLanes))
 	fs.StringVar(&c.Token, "token", "", "publish bearer token (required unless -rate 0)")
 	fs.StringVar(&c.SubscribeToken, "subscribe-token", "", "bearer token of the streams: a JWT whose sse.subscribe claim covers -topic, for a private topic")
 	fs.Float64Var(&c.Rate, "rate", 50, "events per second to publish; 0 only holds the streams open")
 	fs.IntVar(&c.Batch, "batch", 1, "events per publish request, 1 to 1000; above 1 uses the batch endpoint POST /v1/events")
-	fs.IntVar(&c.Size, "size", 64, fmt.Sprintf("payload `bytes` per event, %d to %d", ssebench.MinPayloadSize, ssebench.MaxPayloadSize))
+	fs.IntVar(&c.Size, "size", 64, fmt.Sprintf("payload `bytes` per event, %d to %d", bench.MinPayloadSize, bench.MaxPayloadSize))
 	fs.IntVar(&c.Publishers, "publishers", 4,
-		fmt.Sprintf("concurrent publisher goroutines, 1 to %d; each sends one request at a time with its own sequence numbers", ssebench.MaxLanes))
+		fmt.Sprintf("concurrent publisher goroutines, 1 to %d; each sends one request at a time with its own sequence numbers", bench.MaxLanes))
 	fs.DurationVar(&c.Duration, "duration", 30*time.Second, "measurement window: publishing time after the warmup")
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "publishing time before the measurement window (checked, not measured)")
 	fs.DurationVar(&c.Drain, "drain", 2*time.Second, "wait for deliveries after publishing stops")
+	fs.DurationVar(&c.Wait, "wait", 30*time.Second,
+		"how long the -url targets have to answer (GET /openapi.yaml) before streams are opened, e.g. a server just started; 0 does not wait")
 	fs.DurationVar(&c.Settle, "settle", time.Second, "pause after all streams are open before the server's RSS is read")
 	fs.IntVar(&c.Pollers, "pollers", max(1, runtime.GOMAXPROCS(0)/2),
 		"goroutines reading the streams, each with its own epoll set and 64 KiB buffer;\nthe default, half the CPUs, leaves the rest to the server")
@@ -149,13 +152,13 @@ Flags:
 // and pids.
 func resolve(ctx context.Context, o *options) error {
 	var err error
-	if o.cfg.Targets, err = ssebench.ParseTargets(ctx, o.urls); err != nil {
+	if o.cfg.Targets, err = bench.ParseTargets(ctx, o.urls); err != nil {
 		return fmt.Errorf("-url: %w", err)
 	}
-	if o.cfg.Sources, err = ssebench.ParseSources(o.sources); err != nil {
+	if o.cfg.Sources, err = bench.ParseSources(o.sources); err != nil {
 		return fmt.Errorf("-sources: %w", err)
 	}
-	if o.cfg.PIDs, err = ssebench.ParsePIDs(o.pids); err != nil {
+	if o.cfg.PIDs, err = bench.ParsePIDs(o.pids); err != nil {
 		return fmt.Errorf("-pid: %w", err)
 	}
 	return o.cfg.Validate()
@@ -180,7 +183,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 
 // writeReport writes the text report to stdout, or with asJSON the text to
 // stderr and the JSON to stdout.
-func writeReport(r *ssebench.Report, asJSON bool, stdout, stderr io.Writer) error {
+func writeReport(r *bench.Report, asJSON bool, stdout, stderr io.Writer) error {
 	if !asJSON {
 		return r.WriteText(stdout)
 	}

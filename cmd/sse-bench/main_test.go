@@ -19,6 +19,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"-token", "t", "-size", "10"}, 2, "size must be"},
 		{[]string{"-token", "t", "-batch", "1001"}, 2, "batch must be"},
 		{[]string{"-pid", "abc", "-rate", "0"}, 2, "bad pid"},
+		{[]string{"-wait", "-1s", "-rate", "0"}, 2, "wait not negative"},
 		{[]string{"-rate", "0", "extra"}, 2, "unexpected arguments"},
 	}
 	for _, tt := range tests {

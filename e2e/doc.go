@@ -6,7 +6,7 @@
 // fetch-event-source in clients/, go-sse, r3labs/sse), each in the same five
 // scenarios.
 //
-// They run with the rest of the suite (`go test -race ./...`). What they need
+// They run with the rest of the suite (`go test -race work`). What they need
 // is installed once by `e2e/setup` (chromium, nginx; playwright-core and the
 // Node clients with the Node 22 they run on from the npm registry; never a
 // downloaded browser); without it each test skips and says so, except under

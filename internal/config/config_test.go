@@ -279,7 +279,7 @@ func TestLoadNamesEveryBadVariableAtOnce(t *testing.T) {
 	}
 }
 
-func TestTrustedPrefixes(t *testing.T) {
+func TestTrustedProxiesAreParsedOnce(t *testing.T) {
 	tests := []struct {
 		in   string
 		want []string
@@ -305,7 +305,7 @@ func TestTrustedPrefixes(t *testing.T) {
 				got = append(got, p.String())
 			}
 			if !slices.Equal(got, tt.want) {
-				t.Fatalf("TrustedPrefixes of %q = %v, want %v", tt.in, got, tt.want)
+				t.Fatalf("SSE_TRUSTED_PROXIES=%q resolved to %v, want %v", tt.in, got, tt.want)
 			}
 		})
 	}

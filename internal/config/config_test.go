@@ -476,3 +476,45 @@ func TestAuthSettings(t *testing.T) {
 		t.Fatalf("defaults: cookie %q leeway %s refresh %s", c.AuthCookie, c.JWTLeeway, c.JWTJWKSRefresh)
 	}
 }
+
+// TestReadmeListsEverySettingWithItsDefault: the README's configuration
+// table is what newcomers read; it must name every setting, and its
+// defaults must be Defaults(), in the variable's own spelling.
+func TestReadmeListsEverySettingWithItsDefault(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{} // name -> default cell
+	for line := range strings.Lines(string(b)) {
+		cells := strings.Split(strings.TrimSpace(line), "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`"+Prefix+"_") {
+			continue
+		}
+		for name := range strings.SplitSeq(cells[1], ",") { // "`SSE_A`, `SSE_B`"
+			documented[strings.Trim(strings.TrimSpace(name), "`")] = strings.Trim(strings.TrimSpace(cells[2]), "`")
+		}
+	}
+	same := func(v Variable, def string) bool {
+		if v.Type == "duration" {
+			a, errA := time.ParseDuration(def)
+			b, errB := time.ParseDuration(v.Default)
+			return errA == nil && errB == nil && a == b
+		}
+		return def == v.Default
+	}
+	for _, v := range Variables() {
+		def, ok := documented[v.Name]
+		if !ok {
+			t.Errorf("README's table lacks %s", v.Name)
+			continue
+		}
+		if !same(v, def) {
+			t.Errorf("README gives %s the default %q, the code %q", v.Name, def, v.Default)
+		}
+		delete(documented, v.Name)
+	}
+	for name := range documented {
+		t.Errorf("README lists %s, which is not a setting", name)
+	}
+}

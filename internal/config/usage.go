@@ -54,10 +54,23 @@ func envString(v reflect.Value) string {
 	case []string:
 		return strings.Join(x, ",")
 	case time.Duration:
-		return x.String()
+		return shortDuration(x)
 	default:
 		return fmt.Sprint(x)
 	}
+}
+
+// shortDuration writes d as Go does, without zero trailing units: 1h, not
+// 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // usageWidth is the widest line Usage writes, so `sse-service -h` reads

@@ -69,9 +69,12 @@ var (
 // refused as malformed before any decoding.
 const MaxTokenLen = 8 << 10
 
-// Defaults and limits for the JWKS source.
+// DefaultJWKSRefresh is what a zero Config.JWKSRefresh means (and the
+// service's SSE_JWT_JWKS_REFRESH default).
+const DefaultJWKSRefresh = 5 * time.Minute
+
+// Limits for the JWKS source.
 const (
-	defaultJWKSRefresh = 5 * time.Minute
 	// jwksFetchTimeout bounds one JWKS request, and is the timeout of the
 	// HTTP client made when Config.HTTPClient is nil.
 	jwksFetchTimeout = 10 * time.Second
@@ -272,7 +275,7 @@ func (v *Verifier) startJWKS(ctx context.Context, cfg Config) error {
 	}
 	refresh := cfg.JWKSRefresh
 	if refresh == 0 {
-		refresh = defaultJWKSRefresh
+		refresh = DefaultJWKSRefresh
 	}
 	failFirst := false
 	override := keyfunc.Override{

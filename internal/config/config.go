@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -150,13 +151,13 @@ func Defaults() Config {
 		MaxBatchEvents: 1000,
 		MaxBatchBytes:  1 << 20,
 
-		JWTJWKSRefresh: 5 * time.Minute,
+		JWTJWKSRefresh: auth.DefaultJWKSRefresh,
 		AuthCookie:     "sse_token",
 
 		Broker:            "memory",
 		NATSStream:        natsbroker.DefaultStream,
 		NATSSubjectPrefix: natsbroker.DefaultSubjectPrefix,
-		NATSReplicas:      1,
+		NATSReplicas:      natsbroker.DefaultReplicas,
 		NATSManageStream:  true,
 
 		ShutdownTimeout: 25 * time.Second,
@@ -194,26 +195,27 @@ func Load() (Config, error) {
 		}
 	}
 	_, problems := c.resolved()
-	for _, p := range problems {
-		if !bad[p.name] {
-			errs = append(errs, p)
-		}
-	}
-	return Config{}, errors.Join(errs...)
+	problems = slices.DeleteFunc(problems, func(p problem) bool { return bad[p.name] })
+	return Config{}, errors.Join(append(errs, joinProblems(problems))...)
 }
 
 // resolve fills c.Resolved, or returns every problem.
 func (c Config) resolve() (Config, error) {
 	r, problems := c.resolved()
-	if len(problems) > 0 {
-		errs := make([]error, len(problems))
-		for i, p := range problems {
-			errs[i] = p
-		}
-		return Config{}, errors.Join(errs...)
+	if err := joinProblems(problems); err != nil {
+		return Config{}, err
 	}
 	c.Resolved = r
 	return c, nil
+}
+
+// joinProblems is every problem as one error, nil for none.
+func joinProblems(problems []problem) error {
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
 }
 
 func typeName(t string) string {

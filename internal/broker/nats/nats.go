@@ -74,11 +74,12 @@ type Options struct {
 	Metrics Metrics
 }
 
-// Defaults of Options.Stream and Options.SubjectPrefix (and of the
-// service's SSE_NATS_STREAM and SSE_NATS_SUBJECT_PREFIX).
+// Defaults of Options.Stream, Options.SubjectPrefix and Options.Replicas
+// (and of the service's SSE_NATS_STREAM, _SUBJECT_PREFIX and _REPLICAS).
 const (
 	DefaultStream        = "SSE"
 	DefaultSubjectPrefix = "sse"
+	DefaultReplicas      = 1
 )
 
 func (o Options) withDefaults() Options {
@@ -89,7 +90,7 @@ func (o Options) withDefaults() Options {
 		o.SubjectPrefix = DefaultSubjectPrefix
 	}
 	if o.Replicas <= 0 {
-		o.Replicas = 1
+		o.Replicas = DefaultReplicas
 	}
 	o.HistorySize, o.HistoryTTL, o.IdempotencyWindow =
 		stream.RetentionDefaults(o.HistorySize, o.HistoryTTL, o.IdempotencyWindow)

@@ -58,16 +58,44 @@ type Broker interface {
 // broker calls it from one goroutine at a time, and no method may block.
 type Feed interface {
 	// Start gives the position of the newest event stored before delivery
-	// begins. It is called once, before any Deliver or Lost.
+	// begins. It is called once, before any other method.
 	Start(head Position)
 	// Deliver hands over one stored event: every event stored after the
-	// head, in Seq order, each exactly once.
+	// head, in Seq order, each exactly once. A broker with topic interest
+	// (Interested) hands over only the events of the topics the hub is
+	// interested in: each topic's in Seq order, each once, every one after
+	// the position its interest began at; across topics in Seq order too,
+	// except that an event repaired after a loss may come after events of
+	// other topics with a higher Seq (it is late: see the hub's Deliver).
 	Deliver(ev *Event)
 	// Lost says the broker lost events before it could deliver them (a
 	// distributed broker's retention can remove events before a lagging
 	// replica reads them): those after the one named after, up to and
 	// including last. Their topics are unknown.
 	Lost(last Position, after string)
+	// LostTopic is Lost for the events of one topic, those after the one
+	// named after up to and including last: a broker with topic interest
+	// knows which topic it could not repair.
+	LostTopic(topic string, last Position, after string)
+	// Advance moves the head to pos with no event: a broker with topic
+	// interest calls it when it knows every event of the interested topics
+	// up to pos was handed over, so that new streams start near the end of
+	// the stored events even while their topics are quiet.
+	Advance(pos Position)
+}
+
+// Interested is implemented by a broker that hands the hub only the events
+// of the topics the hub has subscribers for (the distributed one: each
+// replica then reads its share of the events, not all of them). A broker
+// without it hands over every event.
+type Interested interface {
+	// Interest says topic got its first subscriber (on) or lost its last
+	// (off). With on, from is the hub's head at that moment, the position
+	// its new subscribers were given: every event of topic after it must
+	// reach Deliver, and none before it need. The hub calls it under its
+	// lock, in the order things happen: it must not block, nor call the
+	// Feed.
+	Interest(topic string, on bool, from Position)
 }
 
 // ErrOutcomeUnknown means a publish was sent but its answer never came: the
@@ -94,6 +122,11 @@ const (
 	// pass the per-resume replay bound (Options.ReplayMaxBytes); the client
 	// should reload its state rather than replay that much.
 	GapReplayLimit = "replay-limit"
+	// GapLate: a stream of several topics was sent an event of one of
+	// them after later events of another (a broker with topic interest
+	// repaired a loss late); sending it would move the client's
+	// Last-Event-ID back, so the client reloads its state instead.
+	GapLate = "late"
 )
 
 // GapError says why events after a resume id cannot be replayed.

@@ -89,15 +89,16 @@ func (o Options) withDefaults() Options {
 // Hub fans events out to subscribers. Create it with NewHub; it needs no
 // Close, but Drain ends every stream.
 type Hub struct {
-	broker  Broker
-	metrics Metrics
-	log     *slog.Logger
-	opts    Options
-	batches sync.Pool     // *batch, for gathered writes
-	replays *rate.Limiter // the bytes all replays may send; nil: no limit
+	broker   Broker
+	interest Interested // nil: the broker hands over every topic
+	metrics  Metrics
+	log      *slog.Logger
+	opts     Options
+	batches  sync.Pool     // *batch, for gathered writes
+	replays  *rate.Limiter // the bytes all replays may send; nil: no limit
 
 	mu       sync.Mutex // guards topics, head, started and draining
-	topics   map[string]map[*subscriber]struct{}
+	topics   map[string]map[*subscriber]member
 	head     Position // newest event the broker handed over
 	started  bool     // the broker gave its head (Feed.Start)
 	draining bool
@@ -110,8 +111,9 @@ func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub
 		metrics: metrics,
 		log:     log,
 		opts:    opts.withDefaults(),
-		topics:  make(map[string]map[*subscriber]struct{}),
+		topics:  make(map[string]map[*subscriber]member),
 	}
+	h.interest, _ = broker.(Interested)
 	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
 	if h.opts.ReplayRate > 0 {
 		// A second's worth may go at once: a short replay is not delayed
@@ -239,11 +241,69 @@ func (f feed) Start(head Position) {
 func (f feed) Deliver(ev *Event) {
 	h := f.h
 	h.mu.Lock()
-	h.head = Position{Seq: ev.Seq, ID: ev.ID}
-	for s := range h.topics[ev.Topic] {
-		h.offer(s, ev)
+	if ev.Seq > h.head.Seq {
+		h.head = Position{Seq: ev.Seq, ID: ev.ID}
+		for s := range h.topics[ev.Topic] {
+			h.offer(s, ev)
+		}
+	} else {
+		h.late(ev)
 	}
 	h.mu.Unlock()
+}
+
+// late hands out an event that comes after events with a higher Seq (a
+// broker with topic interest repaired a loss). A stream of its topic alone
+// takes it: its order is that topic's. A stream of several topics may have
+// sent a later event of another one already, and its Last-Event-ID must
+// never go back (a resume from it would repeat that event): it gets an
+// sse-gap instead and reloads. A stream whose position is at or after the
+// event has it already (from its replay) or never needs it. h.mu must be
+// held.
+func (h *Hub) late(ev *Event) {
+	var gap *Event
+	for s, m := range h.topics[ev.Topic] {
+		switch {
+		case ev.Seq <= m.from:
+		case !m.multi:
+			h.offer(s, ev)
+		default:
+			if gap == nil {
+				gap = gapEvent(h.head, &GapError{LastEventID: ev.ID, Reason: GapLate})
+			}
+			h.offer(s, gap)
+		}
+	}
+}
+
+func (f feed) LostTopic(topic string, last Position, after string) {
+	h := f.h
+	h.log.Warn("broker lost events of a topic before delivering them: its streams get an sse-gap", "last_lost", last.ID, "after", after)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// The gap's id is the head, not last: events of other topics up to
+	// last may still come, and a client that resumes from the gap's id
+	// must get them.
+	gap := gapEvent(h.head, &GapError{LastEventID: after, Reason: GapExpired})
+	for s, m := range h.topics[topic] {
+		if m.from < last.Seq {
+			h.offer(s, gap)
+		}
+	}
+}
+
+func (f feed) Advance(pos Position) {
+	h := f.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pos.Seq > h.head.Seq {
+		h.head = pos
+	}
+}
+
+// gapEvent is an sse-gap event at pos.
+func gapEvent(pos Position, gap *GapError) *Event {
+	return &Event{ID: pos.ID, Seq: pos.Seq, Type: TypeGap, Published: time.Now(), Frame: appendGap(nil, pos.ID, gap)}
 }
 
 // Lost sends every open stream one sse-gap event for events the broker
@@ -251,10 +311,7 @@ func (f feed) Deliver(ev *Event) {
 // client that reconnects resumes after the loss.
 func (f feed) Lost(last Position, after string) {
 	h := f.h
-	gap := &Event{
-		ID: last.ID, Seq: last.Seq, Type: TypeGap, Published: time.Now(),
-		Frame: appendGap(nil, last.ID, &GapError{LastEventID: after, Reason: GapExpired}),
-	}
+	gap := gapEvent(last, &GapError{LastEventID: after, Reason: GapExpired})
 	h.log.Warn("broker lost events before delivering them: every stream gets an sse-gap", "last_lost", last.ID, "after", after)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -279,22 +336,34 @@ func (h *Hub) offer(s *subscriber, ev *Event) {
 	}
 }
 
+// member is what the hub keeps of a subscriber in each of its topics.
+type member struct {
+	from  uint64 // the Seq of the head when it registered: its position
+	multi bool   // it follows more than one topic
+}
+
 // register adds s to its topics and returns the newest event it will not be
 // sent live (everything after it is pushed to s), and whether the broker has
-// started (before, the newest event is not known).
+// started (before, the newest event is not known). A topic's first
+// subscriber tells a broker with topic interest to start feeding it from
+// there.
 func (h *Hub) register(s *subscriber, topics []string) (Position, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.draining {
 		s.stop(stopShutdown)
 	}
+	m := member{from: h.head.Seq, multi: len(topics) > 1}
 	for _, t := range topics {
 		set := h.topics[t]
 		if set == nil {
-			set = make(map[*subscriber]struct{})
+			set = make(map[*subscriber]member)
 			h.topics[t] = set
+			if h.interest != nil {
+				h.interest.Interest(t, true, h.head)
+			}
 		}
-		set[s] = struct{}{}
+		set[s] = m
 	}
 	return h.head, h.started
 }
@@ -305,8 +374,11 @@ func (h *Hub) unregister(s *subscriber, topics []string) {
 	for _, t := range topics {
 		set := h.topics[t]
 		delete(set, s)
-		if len(set) == 0 {
+		if len(set) == 0 && set != nil {
 			delete(h.topics, t)
+			if h.interest != nil {
+				h.interest.Interest(t, false, Position{})
+			}
 		}
 	}
 }

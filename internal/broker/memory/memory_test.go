@@ -224,6 +224,10 @@ func (r *recorder) Deliver(e *stream.Event) {
 }
 
 func (r *recorder) Lost(stream.Position, string) { panic("the memory broker never loses events") }
+func (r *recorder) LostTopic(string, stream.Position, string) {
+	panic("the memory broker never loses events")
+}
+func (r *recorder) Advance(stream.Position) { panic("the memory broker has no topic interest") }
 
 // attachHead attaches a new recorder to b and returns the head it started at.
 func attachHead(b *Broker) stream.Position {

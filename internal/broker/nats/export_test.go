@@ -13,3 +13,13 @@ func (b *Broker) TopicStates() int {
 
 // MaxIdleTopics is the bound on the publish state of idle topics.
 const MaxIdleTopics = maxIdleTopics
+
+// Following is how many topics the live feed follows (subscribes to).
+func (b *Broker) Following() int { return int(b.following.Load()) }
+
+// Subscriptions is how many subscriptions the broker's connection holds.
+func (b *Broker) Subscriptions() int { return b.nc.NumSubscriptions() }
+
+// DropLive makes the live feed ignore the republished messages for which
+// drop returns true, as core NATS loses messages (nil: none).
+func (b *Broker) DropLive(drop func(seq uint64) bool) { b.liveDrop.Store(&drop) }

@@ -130,11 +130,14 @@ func (b *Broker) feedMsg(st *jsStream, f stream.Feed, last *uint64, subject stri
 	if seq <= *last {
 		return // already delivered (a consumer started before a reset)
 	}
+	tick := subject == b.subject(tickTopic) // stored by replicas that read by topic (live.go)
 	ev, ok := b.event(st, subject, seq, h, data, ts)
-	if !ok {
+	if !ok && !tick {
 		return
 	}
-	b.metrics().BrokerReceived(1)
+	if !tick {
+		b.metrics().BrokerReceived(1)
+	}
 	// The consumer covers every subject of the stream, so a jump in the
 	// sequence means events were removed (by the per-subject limit or by
 	// age) before this replica read them: say so rather than skip them
@@ -144,6 +147,10 @@ func (b *Broker) feedMsg(st *jsStream, f stream.Feed, last *uint64, subject stri
 		f.Lost(stream.Position{Seq: seq - 1, ID: st.id(seq - 1)}, st.id(*last))
 	}
 	*last = seq
+	if tick {
+		f.Advance(stream.Position{Seq: seq, ID: st.id(seq)})
+		return
+	}
 	b.noteStored(subject, seq)
 	f.Deliver(ev)
 }

@@ -11,11 +11,14 @@
 //
 // The work is split by job: publish.go stores events (one publish in
 // flight per topic per replica, concurrent requests gathered into atomic
-// batches), feed.go delivers every stored event to the hub through one
-// consumer per replica that it re-creates at once when its node dies,
-// replay.go reads history for a resume with direct gets (no consumer per
-// resume), jsapi.go speaks the few JetStream API requests nats.go has no
-// call for.
+// batches), live.go hands the hub the events of the topics it has
+// subscribers for (the stream republishes every event to a core subject
+// per topic; a replica subscribes to its topics' and repairs what a core
+// subscription lost from the stream), feed.go is the older feed of every
+// event through one consumer per replica (for a stream that does not
+// republish), replay.go reads history for a resume with direct gets (no
+// consumer per resume), jsapi.go speaks the few JetStream API requests
+// nats.go has no call for.
 package nats
 
 import (
@@ -67,6 +70,12 @@ type Options struct {
 	// They reach subscribers as one burst, so it should be well below the
 	// subscribers' queue (stream.Options.ClientBuffer). Default 64.
 	MaxRound int
+	// EveryEvent makes the replica read every event of the stream (one
+	// consumer per replica), whatever topics its hub has subscribers for:
+	// the feed of earlier versions, kept for a stream that does not
+	// republish its messages (created by hand without RePublish) and to
+	// compare the two. By default a replica reads only its topics' events.
+	EveryEvent bool
 	// Log receives connection state changes and failures; nil discards
 	// them.
 	Log *slog.Logger
@@ -166,6 +175,19 @@ type Broker struct {
 	mu   sync.Mutex // guards feed
 	feed jetstream.MessagesContext
 
+	// everyEvent: the feed reads every event (Options.EveryEvent, or a
+	// stream that does not republish), so Interest has nothing to do.
+	everyEvent   atomic.Bool
+	interestMu   sync.Mutex             // guards interests
+	interests    map[string]interestReq // topic -> latest Interest call not handled yet
+	interestWake chan struct{}          // capacity 1: interests has something
+	// dropped: the client dropped messages of a subscription (a slow
+	// consumer); the live feed reads its topics back.
+	dropped   atomic.Bool
+	following atomic.Int64 // topics the live feed subscribes to
+	// liveDrop, for tests, loses republished messages as core NATS can.
+	liveDrop atomic.Pointer[func(seq uint64) bool]
+
 	topicsMu sync.Mutex        // guards topics
 	topics   map[string]*topic // subject -> publish state, see publish.go
 }
@@ -178,6 +200,9 @@ type jsStream struct {
 	epoch    string
 	atomic   bool // the stream takes atomic batches
 	replicas int  // copies of the stream: reads from any copy may lag
+	// live is the prefix the stream republishes its subjects under (see
+	// live.go); "" when it does not.
+	live string
 }
 
 var _ stream.Broker = (*Broker)(nil)
@@ -199,7 +224,8 @@ func New(opts Options) (*Broker, error) {
 		return nil, errors.New("nats: no server URL")
 	}
 	b := &Broker{opts: opts, prop: propagation.TraceContext{}, topics: map[string]*topic{},
-		warnings: ratelog.New(opts.Log, 2, 10)}
+		warnings: ratelog.New(opts.Log, 2, 10), interests: map[string]interestReq{},
+		interestWake: make(chan struct{}, 1)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	log, m := opts.Log, opts.Metrics
 	connOpts := []nats.Option{
@@ -227,6 +253,12 @@ func New(opts Options) (*Broker, error) {
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Debug("nats reconnect attempt failed", "err", err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				b.dropped.Store(true)
+			}
+			b.warn("nats asynchronous error", "err", err)
 		}),
 	}
 	if opts.CredsFile != "" {
@@ -272,9 +304,20 @@ func (b *Broker) Attach(f stream.Feed) {
 			return // closed before NATS answered
 		}
 		b.leaderSeen.Store(time.Now().UnixNano())
+		if st.live == "" {
+			b.everyEvent.Store(true)
+			b.takeInterests()
+			if !b.opts.EveryEvent {
+				b.log().Warn("nats stream does not republish its messages: every replica reads every event; let the service manage the stream (SSE_NATS_MANAGE_STREAM=true) or add RePublish", "stream", b.opts.Stream)
+			}
+		}
 		f.Start(stream.Position{Seq: head, ID: st.id(head)})
 		b.wg.Go(b.probeLeader)
-		b.runFeed(st, f, head+1)
+		if st.live == "" {
+			b.runFeed(st, f, head+1)
+		} else {
+			b.runLive(st, f, head)
+		}
 	})
 }
 
@@ -353,6 +396,8 @@ func (b *Broker) openStream() (*jsStream, uint64, error) {
 			AllowAtomicPublish: true,
 			// Resumes read history with direct gets, not consumers.
 			AllowDirect: true,
+			// Each replica subscribes to its topics' copies (live.go).
+			RePublish: &jetstream.RePublish{Source: b.opts.SubjectPrefix + ".>", Destination: b.livePrefix() + ".>"},
 		})
 	} else {
 		s, err = b.js.Stream(ctx, b.opts.Stream)
@@ -367,13 +412,22 @@ func (b *Broker) openStream() (*jsStream, uint64, error) {
 	if !info.Config.AllowDirect {
 		return nil, 0, fmt.Errorf("jetstream stream %s does not allow direct gets (allow_direct), which resumes need: update it, or let the service manage it (SSE_NATS_MANAGE_STREAM=true)", b.opts.Stream)
 	}
-	return &jsStream{
+	st := &jsStream{
 		handle:   s,
 		atomic:   info.Config.AllowAtomicPublish,
 		replicas: info.Config.Replicas,
 		epoch:    strconv.FormatInt(info.Created.UnixNano(), 36),
-	}, info.State.LastSeq, nil
+	}
+	if live, ok := republishes(info.Config.RePublish, b.opts.SubjectPrefix); ok && !b.opts.EveryEvent {
+		st.live = live
+	}
+	return st, info.State.LastSeq, nil
 }
+
+// livePrefix is where a stream the broker manages republishes its
+// messages: <prefix>_live.<subject's last token>, which the stream's own
+// subjects (<prefix>.>) cannot overlap.
+func (b *Broker) livePrefix() string { return b.opts.SubjectPrefix + "_live" }
 
 // opened returns the stream's state, or errNotOpen/ErrClosed.
 func (b *Broker) opened() (*jsStream, error) {

@@ -40,36 +40,70 @@ type sink struct {
 	mu      sync.Mutex
 	evs     []*stream.Event
 	losses  []loss
+	head    stream.Position // the newest position the feed gave
 }
 
-// loss is one Feed.Lost call; delivered is how many events came before it.
+// loss is one Feed.Lost or LostTopic call; delivered is how many events
+// came before it.
 type loss struct {
+	topic     string // "" for Lost
 	last      stream.Position
 	after     string
 	delivered int
 }
 
-func (s *sink) Start(head stream.Position) { s.started <- head }
+func (s *sink) Start(head stream.Position) {
+	s.mu.Lock()
+	s.head = head
+	s.mu.Unlock()
+	s.started <- head
+}
 
 func (s *sink) Deliver(ev *stream.Event) {
 	s.mu.Lock()
 	s.evs = append(s.evs, ev)
+	if ev.Seq > s.head.Seq {
+		s.head = stream.Position{Seq: ev.Seq, ID: ev.ID}
+	}
 	s.mu.Unlock()
 }
 
-func (s *sink) Lost(last stream.Position, after string) {
+func (s *sink) Lost(last stream.Position, after string) { s.LostTopic("", last, after) }
+
+func (s *sink) LostTopic(topic string, last stream.Position, after string) {
 	s.mu.Lock()
-	s.losses = append(s.losses, loss{last: last, after: after, delivered: len(s.evs)})
+	s.losses = append(s.losses, loss{topic: topic, last: last, after: after, delivered: len(s.evs)})
 	s.mu.Unlock()
 }
 
-// attach attaches a sink to b and waits for the feed to start.
-func attach(t *testing.T, b *natsbroker.Broker) (*sink, stream.Position) {
+func (s *sink) Advance(pos stream.Position) {
+	s.mu.Lock()
+	if pos.Seq > s.head.Seq {
+		s.head = pos
+	}
+	s.mu.Unlock()
+}
+
+// watch declares interest in topics at the sink's newest position, as the
+// hub does for a topic's first subscriber, and returns that position.
+func (s *sink) watch(b *natsbroker.Broker, topics ...string) stream.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, topic := range topics {
+		b.Interest(topic, true, s.head)
+	}
+	return s.head
+}
+
+// attach attaches a sink to b, waits for the feed to start and declares
+// interest in topics.
+func attach(t *testing.T, b *natsbroker.Broker, topics ...string) (*sink, stream.Position) {
 	t.Helper()
 	s := &sink{started: make(chan stream.Position, 1)}
 	b.Attach(s)
 	select {
 	case head := <-s.started:
+		s.watch(b, topics...)
 		return s, head
 	case <-time.After(10 * time.Second):
 		t.Fatal("the feed did not start")
@@ -120,11 +154,11 @@ func TestPublishReachesEveryReplicaInOrder(t *testing.T) {
 	ns := natstest.Start(t)
 	a := newBroker(t, ns.URL(), natsbroker.Options{})
 	b := newBroker(t, ns.URL(), natsbroker.Options{})
-	sa, _ := attach(t, a)
-	sb, _ := attach(t, b)
-
 	// Topics with characters NATS subjects treat specially.
 	topics := []string{"a.b", "x*y", "orders/42", "u@d:~-_", "a", "a.b.>"}
+	sa, _ := attach(t, a, topics...)
+	sb, _ := attach(t, b, topics...)
+
 	var ids []string
 	for i, topic := range topics {
 		ids = append(ids, publish(t, a, stream.Message{Topic: topic, Type: "t", Data: fmt.Sprint("line\n", i)}).ID)
@@ -158,22 +192,23 @@ func TestResumeOnAnotherReplicaAndAfterRestart(t *testing.T) {
 	}
 }
 
-// Resumes read history with direct gets: however many there are, the only
-// consumers on the server are the replicas' live feeds.
+// Resumes read history with direct gets and the live feeds core
+// subscriptions: however many resumes there are, the server holds no
+// consumer.
 func TestResumesLeaveNoConsumerBehind(t *testing.T) {
 	ns := natstest.Start(t)
 	a := newBroker(t, ns.URL(), natsbroker.Options{})
 	b := newBroker(t, ns.URL(), natsbroker.Options{})
 	attach(t, a)
-	sb, _ := attach(t, b)
+	sb, _ := attach(t, b, "x", "y", "z")
 	var ids []string
 	for i := range 60 {
 		ids = append(ids, publish(t, a, stream.Message{Topic: []string{"x", "y", "z"}[i%3], Data: fmt.Sprint(i)}).ID)
 	}
 	head := sb.wait(t, 60)[59].Seq
 	baseline := ns.Consumers("SSE")
-	if baseline != 2 {
-		t.Fatalf("%d consumers with two replicas attached, want their two live feeds", baseline)
+	if baseline != 0 {
+		t.Fatalf("%d consumers with two replicas attached, want none", baseline)
 	}
 	for i := range 1200 {
 		br := []*natsbroker.Broker{a, b}[i%2]
@@ -190,7 +225,7 @@ func TestResumesLeaveNoConsumerBehind(t *testing.T) {
 		}
 	}
 	if n := ns.Consumers("SSE"); n != baseline {
-		t.Fatalf("%d consumers after 1,200 resumes, want the %d live feeds only", n, baseline)
+		t.Fatalf("%d consumers after 1,200 resumes, want %d", n, baseline)
 	}
 }
 
@@ -234,8 +269,8 @@ func TestHotTopicTakesEveryConcurrentPublish(t *testing.T) {
 	keep := natsbroker.Options{HistorySize: 5000} // all of them, to replay
 	a := newBroker(t, ns.URL(), keep)
 	b := newBroker(t, ns.URL(), keep)
-	sa, head := attach(t, a)
-	sb, _ := attach(t, b)
+	sa, head := attach(t, a, "hot")
+	sb, _ := attach(t, b, "hot")
 	const publishers, each = 256, 8
 	var wg sync.WaitGroup
 	errs := make(chan error, publishers*each)
@@ -297,7 +332,7 @@ func TestHotTopicTakesEveryConcurrentPublish(t *testing.T) {
 func TestServerDownPublishFailsFastAndStreamsContinueAfter(t *testing.T) {
 	ns := natstest.Start(t)
 	br := newBroker(t, ns.URL(), natsbroker.Options{RequestTimeout: time.Second})
-	s, _ := attach(t, br)
+	s, _ := attach(t, br, "t")
 	before := publish(t, br, stream.Message{Topic: "t", Data: "before"})
 	s.wait(t, 1)
 
@@ -345,6 +380,7 @@ func TestStartsBeforeNATSAndConnectsWhenItAppears(t *testing.T) {
 	br := newBroker(t, ns.URL(), natsbroker.Options{RequestTimeout: time.Second})
 	s := &sink{started: make(chan stream.Position, 1)}
 	br.Attach(s)
+	s.watch(br, "t") // a stream opened before the broker started
 	if br.Ready() {
 		t.Fatal("Ready with no NATS server")
 	}
@@ -386,7 +422,7 @@ func TestStartsBeforeNATSAndConnectsWhenItAppears(t *testing.T) {
 func TestPublishWithoutAnswerHasUnknownOutcome(t *testing.T) {
 	ns := natstest.Start(t)
 	direct := newBroker(t, ns.URL(), natsbroker.Options{})
-	sd, _ := attach(t, direct)
+	sd, _ := attach(t, direct, "t")
 	proxy := tcpproxy.Start(t, strings.TrimPrefix(ns.URL(), "nats://"))
 	br := newBroker(t, "nats://"+proxy.Addr(), natsbroker.Options{RequestTimeout: 500 * time.Millisecond})
 	attach(t, br)
@@ -417,22 +453,25 @@ func TestPublishWithoutAnswerHasUnknownOutcome(t *testing.T) {
 	}
 }
 
-// TestEventsRemovedBeforeDeliveryAreReportedNotSkipped: a replica that reads
-// the stream after retention removed events reports them lost, never skips
-// them silently.
+// TestEventsRemovedBeforeDeliveryAreReportedNotSkipped: a replica that
+// missed events while disconnected, and finds them removed by retention
+// when it reads them back, reports them lost, never skips them silently.
 func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
 	ns := natstest.Start(t)
 	pub := newBroker(t, ns.URL(), natsbroker.Options{HistorySize: 3})
 	attach(t, pub)
 	proxy := tcpproxy.Start(t, strings.TrimPrefix(ns.URL(), "nats://"))
 	late := newBroker(t, "nats://"+proxy.Addr(), natsbroker.Options{HistorySize: 3})
-	s, head := attach(t, late)
-	proxy.Freeze() // late reads nothing for a while
+	s, _ := attach(t, late)
+	from := s.watch(late, "t")
+	waitFollowing(t, late, 1)
+	proxy.Refuse(true)
+	proxy.Sever() // late receives nothing for a while
 	var ids []string
 	for i := range 10 {
 		ids = append(ids, publish(t, pub, stream.Message{Topic: "t", Data: fmt.Sprint(i)}).ID)
 	}
-	proxy.Thaw() // events 1-7 are gone by now
+	proxy.Refuse(false) // events 1-7 are gone by now
 	got := s.wait(t, 3)
 	for i, ev := range got {
 		if ev.ID != ids[7+i] {
@@ -442,8 +481,18 @@ func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
 	s.mu.Lock()
 	losses := slices.Clone(s.losses)
 	s.mu.Unlock()
-	if len(losses) != 1 || losses[0].last.ID != ids[6] || losses[0].after != head.ID || losses[0].delivered != 0 {
-		t.Fatalf("losses = %+v, want one, before any delivery, of the events after %s up to %s", losses, head.ID, ids[6])
+	if len(losses) != 1 || losses[0].topic != "t" || losses[0].last.ID != ids[6] || losses[0].after != from.ID || losses[0].delivered != 0 {
+		t.Fatalf("losses = %+v, want one on t, before any delivery, of the events after %s up to %s", losses, from.ID, ids[6])
+	}
+}
+
+// waitFollowing waits until b's live feed follows n topics.
+func waitFollowing(t *testing.T, b *natsbroker.Broker, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); b.Following() != n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the live feed follows %d topics, want %d", b.Following(), n)
+		}
 	}
 }
 
@@ -452,7 +501,7 @@ func TestEventsRemovedBeforeDeliveryAreReportedNotSkipped(t *testing.T) {
 func TestBatchIsAllOrNothing(t *testing.T) {
 	ns := natstest.Start(t)
 	br := newBroker(t, ns.URL(), natsbroker.Options{})
-	s, head := attach(t, br)
+	s, head := attach(t, br, "t0", "t1", "t2")
 	msgs := make([]stream.Message, 1001)
 	for i := range msgs {
 		msgs[i] = stream.Message{Topic: fmt.Sprint("t", i%3), Data: fmt.Sprint(i)}

@@ -89,13 +89,13 @@ func (o Options) withDefaults() Options {
 // Hub fans events out to subscribers. Create it with NewHub; it needs no
 // Close, but Drain ends every stream.
 type Hub struct {
-	broker   Broker
-	interest Interested // nil: the broker hands over every topic
-	metrics  Metrics
-	log      *slog.Logger
-	opts     Options
-	batches  sync.Pool     // *batch, for gathered writes
-	replays  *rate.Limiter // the bytes all replays may send; nil: no limit
+	broker  Broker
+	follow  Interested // the broker, when it takes topic interest; else nil
+	metrics Metrics
+	log     *slog.Logger
+	opts    Options
+	batches sync.Pool     // *batch, for gathered writes
+	replays *rate.Limiter // the bytes all replays may send; nil: no limit
 
 	mu       sync.Mutex // guards topics, head, started and draining
 	topics   map[string]map[*subscriber]member
@@ -113,7 +113,7 @@ func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub
 		opts:    opts.withDefaults(),
 		topics:  make(map[string]map[*subscriber]member),
 	}
-	h.interest, _ = broker.(Interested)
+	h.follow, _ = broker.(Interested)
 	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
 	if h.opts.ReplayRate > 0 {
 		// A second's worth may go at once: a short replay is not delayed
@@ -359,8 +359,8 @@ func (h *Hub) register(s *subscriber, topics []string) (Position, bool) {
 		if set == nil {
 			set = make(map[*subscriber]member)
 			h.topics[t] = set
-			if h.interest != nil {
-				h.interest.Interest(t, true, h.head)
+			if h.follow != nil {
+				h.follow.Interest(t, true, h.head)
 			}
 		}
 		set[s] = m
@@ -376,8 +376,8 @@ func (h *Hub) unregister(s *subscriber, topics []string) {
 		delete(set, s)
 		if len(set) == 0 && set != nil {
 			delete(h.topics, t)
-			if h.interest != nil {
-				h.interest.Interest(t, false, Position{})
+			if h.follow != nil {
+				h.follow.Interest(t, false, Position{})
 			}
 		}
 	}

@@ -20,6 +20,6 @@ func (b *Broker) Following() int { return int(b.following.Load()) }
 // Subscriptions is how many subscriptions the broker's connection holds.
 func (b *Broker) Subscriptions() int { return b.nc.NumSubscriptions() }
 
-// DropLive makes the live feed ignore the republished messages for which
-// drop returns true, as core NATS loses messages (nil: none).
-func (b *Broker) DropLive(drop func(seq uint64) bool) { b.liveDrop.Store(&drop) }
+// DropLive makes the live feed ignore the republished messages whose data
+// drop returns true for, as core NATS loses messages (nil: none).
+func (b *Broker) DropLive(drop func(data []byte) bool) { b.liveDrop.Store(&drop) }

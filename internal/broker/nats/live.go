@@ -208,7 +208,7 @@ func (l *live) arrived(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	if drop := l.b.liveDrop.Load(); drop != nil && *drop != nil && (*drop)(sm.seq) {
+	if drop := l.b.liveDrop.Load(); drop != nil && *drop != nil && (*drop)(sm.data) {
 		return
 	}
 	l.seen = max(l.seen, sm.seq)

@@ -186,7 +186,7 @@ type Broker struct {
 	dropped   atomic.Bool
 	following atomic.Int64 // topics the live feed subscribes to
 	// liveDrop, for tests, loses republished messages as core NATS can.
-	liveDrop atomic.Pointer[func(seq uint64) bool]
+	liveDrop atomic.Pointer[func(data []byte) bool]
 
 	topicsMu sync.Mutex        // guards topics
 	topics   map[string]*topic // subject -> publish state, see publish.go

@@ -92,3 +92,7 @@ func (n *Server) Consumers(stream string) int {
 	}
 	return info.State.Consumers
 }
+
+// Subscriptions is how many subscriptions the server holds, over every
+// client and account (its own internal ones included).
+func (n *Server) Subscriptions() int { return int(n.srv.NumSubscriptions()) }

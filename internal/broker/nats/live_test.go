@@ -1,0 +1,253 @@
+package nats_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
+	"github.com/sse-service/sse-service/internal/stream"
+	"github.com/sse-service/sse-service/internal/testutil/natstest"
+	"github.com/sse-service/sse-service/internal/testutil/tcpproxy"
+)
+
+// A republished message core NATS lost (as at a stream leader's change)
+// shows in the next event of its topic, which names it: the replica reads
+// it back from the stream and hands it over before that event, once.
+func TestLiveFeedRepairsALostMessageFromTheStream(t *testing.T) {
+	ns := natstest.Start(t)
+	pub := newBroker(t, ns.URL(), natsbroker.Options{})
+	attach(t, pub)
+	br := newBroker(t, ns.URL(), natsbroker.Options{})
+	br.DropLive(func(data []byte) bool { return strings.HasPrefix(string(data), "lost") })
+	s, _ := attach(t, br, "t", "u")
+	waitFollowing(t, br, 2)
+	first := publish(t, pub, stream.Message{Topic: "t", Data: "1"})
+	s.wait(t, 1)
+	// The next event on t is lost on its way; u's event comes after it, so
+	// t's lost one is late once repaired.
+	lost := publish(t, pub, stream.Message{Topic: "t", Data: "lost"})
+	other := publish(t, pub, stream.Message{Topic: "u", Data: "3"})
+	s.wait(t, 2)
+	third := publish(t, pub, stream.Message{Topic: "t", Data: "4"})
+	s.wait(t, 4)
+	time.Sleep(50 * time.Millisecond)
+	s.mu.Lock()
+	got, losses := slices.Clone(s.evs), slices.Clone(s.losses)
+	s.mu.Unlock()
+	want := []string{first.ID, other.ID, lost.ID, third.ID}
+	if ids := idsOf(got); !slices.Equal(ids, want) {
+		t.Fatalf("delivered %v, want %v (the lost event read back before the next of its topic)", ids, want)
+	}
+	if len(losses) != 0 {
+		t.Fatalf("losses %+v, want none: the event was in the stream", losses)
+	}
+}
+
+// While a replica is disconnected its core subscriptions miss everything;
+// once back it reads every topic back, quiet ones too (no later event
+// would show their loss).
+func TestReconnectReadsBackWhatQuietTopicsMissed(t *testing.T) {
+	ns := natstest.Start(t)
+	pub := newBroker(t, ns.URL(), natsbroker.Options{})
+	attach(t, pub)
+	proxy := tcpproxy.Start(t, strings.TrimPrefix(ns.URL(), "nats://"))
+	br := newBroker(t, "nats://"+proxy.Addr(), natsbroker.Options{})
+	s, _ := attach(t, br, "quiet", "busy")
+	waitFollowing(t, br, 2)
+	before := publish(t, pub, stream.Message{Topic: "busy", Data: "before"})
+	s.wait(t, 1)
+	proxy.Refuse(true)
+	proxy.Sever()
+	missed := []stream.Published{
+		publish(t, pub, stream.Message{Topic: "quiet", Data: "while away"}),
+		publish(t, pub, stream.Message{Topic: "busy", Data: "while away"}),
+	}
+	proxy.Refuse(false)
+	s.wait(t, 3)
+	time.Sleep(50 * time.Millisecond)
+	s.mu.Lock()
+	got, losses := slices.Clone(s.evs), slices.Clone(s.losses)
+	s.mu.Unlock()
+	if want := []string{before.ID, missed[0].ID, missed[1].ID}; !slices.Equal(idsOf(got), want) {
+		t.Fatalf("delivered %v, want %v", idsOf(got), want)
+	}
+	if len(losses) != 0 {
+		t.Fatalf("losses %+v, want none", losses)
+	}
+}
+
+func idsOf(evs []*stream.Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.ID
+	}
+	return out
+}
+
+// Topic churn (streams joining and leaving topics at 10,000 joins and
+// leaves a minute) leaves no subscription behind, in the client or the
+// server, creates no consumer, and memory comes back to where it was. Each
+// stream gets the event published to its topic once it is open: joins stay
+// exact under churn. SSE_CHURN_SECONDS sets how long it churns (default 3;
+// 60 for a full minute).
+func TestTopicChurnLeaksNothing(t *testing.T) {
+	secs := 3
+	if v := os.Getenv("SSE_CHURN_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("SSE_CHURN_SECONDS=%q: want a number of seconds", v)
+		}
+		secs = n
+	}
+	ns := natstest.Start(t)
+	br := newBroker(t, ns.URL(), natsbroker.Options{})
+	hub := stream.NewHub(br, stream.NopMetrics{}, slog.New(slog.DiscardHandler), stream.Options{})
+	for deadline := time.Now().Add(10 * time.Second); !hub.Ready() || !br.Ready(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("hub not ready")
+		}
+	}
+	var failed atomic.Int64
+	cycle := func(topic string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		conn := &churnConn{changed: make(chan struct{}, 1)}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			hub.Stream(ctx, conn, stream.Subscription{Topics: []string{topic}})
+		}()
+		conn.waitFor("sse-position")
+		ids, err := hub.Publish(context.Background(), []stream.Message{{Topic: topic, Data: "hello"}})
+		if err != nil || !conn.waitFor("id: "+ids[0]+"\n") {
+			failed.Add(1)
+		}
+		cancel()
+		<-done
+	}
+	settle := func() {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); br.Following() != 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the live feed still follows %d topics", br.Following())
+			}
+		}
+	}
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	// The topics come round again, but far apart (each stream lasts a few
+	// milliseconds), so every cycle is a join and a leave. Each has had an
+	// event and a stream before the baseline: what storing an event on a
+	// new subject costs (the stream's index, the publish state) is data,
+	// not what joining and leaving leaves behind.
+	const pool = 400
+	topicOf := func(i int) string { return fmt.Sprint("user:", i%pool) }
+	var warm sync.WaitGroup
+	for i := range pool {
+		warm.Go(func() { cycle(topicOf(i)) })
+		if i%16 == 15 {
+			warm.Wait()
+		}
+	}
+	warm.Wait()
+	settle()
+	time.Sleep(100 * time.Millisecond)
+	subs, serverSubs, heapBefore := br.Subscriptions(), ns.Subscriptions(), heap()
+
+	const perMinute = 10_000 // joins and leaves, per replica
+	every := time.Minute / perMinute
+	var wg sync.WaitGroup
+	start := time.Now()
+	n := 0
+	for next := start; time.Since(start) < time.Duration(secs)*time.Second; next = next.Add(every) {
+		time.Sleep(time.Until(next))
+		topic := topicOf(n)
+		n++
+		wg.Go(func() { cycle(topic) })
+	}
+	wg.Wait()
+	took := time.Since(start)
+	settle()
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d of %d streams did not get the event published to their topic once open", f, n)
+	}
+	var gotSubs, gotServer int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		gotSubs, gotServer = br.Subscriptions(), ns.Subscriptions()
+		if gotSubs == subs && gotServer == serverSubs || time.Now().After(deadline) {
+			break
+		}
+	}
+	if gotSubs != subs || gotServer != serverSubs {
+		t.Fatalf("after %d joins and leaves: %d subscriptions on the connection (baseline %d), %d on the server (baseline %d)", n, gotSubs, subs, gotServer, serverSubs)
+	}
+	if c := ns.Consumers("SSE"); c != 0 {
+		t.Fatalf("%d consumers on the stream, want none", c)
+	}
+	heapAfter := heap()
+	growth := int64(heapAfter) - int64(heapBefore)
+	t.Logf("%d joins and leaves in %v (%.0f a minute); subscriptions %d -> %d (server %d -> %d); heap %d -> %d bytes (%+.1f bytes per topic joined and left)",
+		n, took.Round(time.Millisecond), float64(n)/took.Minutes(), subs, gotSubs, serverSubs, gotServer, heapBefore, heapAfter, float64(growth)/float64(n))
+	// A topic's state is a few hundred bytes (hub, broker, nats.go and the
+	// server's subscription): kept per topic, it would show as that much
+	// per join. What remains is noise, well under it.
+	if perTopic := float64(growth) / float64(n); perTopic > 64 {
+		t.Fatalf("heap grew %d bytes over %d topics joined and left: %.1f bytes each, want it back to the baseline", growth, n, perTopic)
+	}
+}
+
+// churnConn is a stream.Conn that keeps what is written and signals each
+// flush.
+type churnConn struct {
+	mu      sync.Mutex
+	buf     strings.Builder
+	changed chan struct{} // capacity 1
+}
+
+func (c *churnConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+func (c *churnConn) Flush() error {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (c *churnConn) SetWriteDeadline(time.Time) error { return nil }
+
+// waitFor reports whether s was written within 10 s.
+func (c *churnConn) waitFor(s string) bool {
+	deadline := time.After(10 * time.Second)
+	for {
+		c.mu.Lock()
+		ok := strings.Contains(c.buf.String(), s)
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-c.changed:
+		case <-deadline:
+			return false
+		}
+	}
+}

@@ -96,6 +96,13 @@ type Interested interface {
 	// lock, in the order things happen: it must not block, nor call the
 	// Feed.
 	Interest(topic string, on bool, from Position)
+	// CatchUp returns once the broker has handed over (or advanced past)
+	// the event lastEventID names, or ctx ends, or the id names no stored
+	// event of its stream (malformed, another stream's, in the future:
+	// Replay reports those). The hub calls it before it registers a
+	// resume: its events may have reached the client through another
+	// replica before this one, which reads them only for its own topics.
+	CatchUp(ctx context.Context, lastEventID string)
 }
 
 // ErrOutcomeUnknown means a publish was sent but its answer never came: the

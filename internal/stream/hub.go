@@ -336,6 +336,16 @@ func (h *Hub) offer(s *subscriber, ev *Event) {
 	}
 }
 
+// catchUp waits, for a resume, until a broker with topic interest has
+// handed over the event lastEventID names: a replica reads only its own
+// topics, so the client may have it from another replica first, and the
+// resume must start where the client is, not before.
+func (h *Hub) catchUp(ctx context.Context, lastEventID string) {
+	if lastEventID != "" && h.follow != nil {
+		h.follow.CatchUp(ctx, lastEventID)
+	}
+}
+
 // member is what the hub keeps of a subscriber in each of its topics.
 type member struct {
 	from  uint64 // the Seq of the head when it registered: its position

@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,12 @@ func (b *interestBroker) Interest(topic string, on bool, from stream.Position) {
 	} else {
 		b.calls = append(b.calls, topic+" off")
 	}
+}
+
+func (b *interestBroker) CatchUp(_ context.Context, lastEventID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, "catch up to "+lastEventID)
 }
 
 func (b *interestBroker) interestCalls() []string {
@@ -145,5 +152,19 @@ func TestTopicLossGivesOnlyThatTopicsStreamsAGap(t *testing.T) {
 	got = parseWire(later.waitFor(t, "ep-28", func(s string) bool { return strings.Contains(s, "id: ep-28\n") }))
 	if want := []wireEvent{{ID: "ep-28", Data: "ep-28"}}; !slices.Equal(got, want) {
 		t.Errorf("stream of a opened after the loss got %+v, want %+v", got, want)
+	}
+}
+
+// A resume first lets the broker catch up to its id (another replica may
+// have handed the client events this one has not read yet), then
+// registers; a new stream does not wait.
+func TestResumeCatchesTheBrokerUpBeforeItRegisters(t *testing.T) {
+	hub, b := newInterestHub(t)
+	b.feed.Advance(stream.Position{ID: "ep-3", Seq: 3})
+	openStream(t, hub, stream.Subscription{Topics: []string{"a"}})
+	openStream(t, hub, stream.Subscription{Topics: []string{"b"}, LastEventID: "ep-2"})
+	want := []string{"a on@ep-3", "catch up to ep-2", "b on@ep-3"}
+	if got := b.interestCalls(); !slices.Equal(got, want) {
+		t.Fatalf("broker calls %q, want %q", got, want)
 	}
 }

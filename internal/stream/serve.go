@@ -91,6 +91,7 @@ func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 		endReplay: endReplay,
 	}
 	h.metrics.StreamOpened()
+	h.catchUp(ctx, sub.LastEventID)
 	head, started := h.register(s, sub.Topics)
 	w := &writer{h: h, s: s}
 	var reason CloseReason

@@ -83,6 +83,38 @@ func (b *Broker) Interest(topic string, on bool, from stream.Position) {
 	}
 }
 
+// CatchUp implements stream.Interested. A replica that does not follow a
+// topic may be up to a tick behind the replica a client got its last event
+// from: when the id is past the live feed's head, CatchUp stores a tick
+// (one at a time, shared by concurrent resumes) and waits until the feed
+// has handed over everything before it. An id past that tick names no
+// stored event: Replay reports it.
+func (b *Broker) CatchUp(ctx context.Context, lastEventID string) {
+	st, err := b.opened()
+	if err != nil || b.everyEvent.Load() {
+		return
+	}
+	seq, gap := st.parseID(lastEventID)
+	if gap != nil || b.liveHead.Load() >= seq {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	b.catchUpMu.Lock()
+	if b.catchUpTick < seq {
+		ack, err := b.request(ctx, nats.NewMsg(b.subject(tickTopic)))
+		if err != nil {
+			b.catchUpMu.Unlock()
+			return // the resume goes on from where this replica is
+		}
+		b.catchUpTick = ack.Sequence
+	}
+	future := b.catchUpTick < seq
+	b.catchUpMu.Unlock()
+	for !future && b.liveHead.Load() < seq && sleep(ctx, time.Millisecond) {
+	}
+}
+
 // takeInterests returns the calls recorded since the last time.
 func (b *Broker) takeInterests() map[string]interestReq {
 	b.interestMu.Lock()
@@ -129,6 +161,7 @@ func (b *Broker) runLive(st *jsStream, f stream.Feed, head uint64) {
 	}
 	l.tick = time.NewTimer(l.tickWait())
 	defer l.tick.Stop()
+	b.liveHead.Store(head)
 	for b.ctx.Err() == nil {
 		if err := l.open(); err == nil {
 			break
@@ -333,6 +366,7 @@ func (l *live) flush() {
 	if l.seen > l.head && (l.held.Len() == 0 || l.held[0].seq > l.seen) {
 		l.head = l.seen
 		l.f.Advance(stream.Position{Seq: l.head, ID: l.st.id(l.head)})
+		l.b.liveHead.Store(l.head)
 	}
 }
 
@@ -346,6 +380,7 @@ func (l *live) deliver(t *liveTopic, m storedMsg) {
 	l.head = max(l.head, m.seq)
 	l.b.noteStored(m.subject, m.seq)
 	l.f.Deliver(ev)
+	l.b.liveHead.Store(l.head)
 }
 
 // heldMsg is an event waiting to be handed over.

@@ -251,3 +251,28 @@ func (c *churnConn) waitFor(s string) bool {
 		}
 	}
 }
+
+// A replica that does not follow a topic learns of its events only with
+// the next tick: a resume from an id another replica delivered first waits
+// (CatchUp) until this one is past it, instead of getting an "unknown-id"
+// gap. An id past every stored event does not wait.
+func TestCatchUpReachesAnIDAnotherReplicaHadFirst(t *testing.T) {
+	ns := natstest.Start(t)
+	pub := newBroker(t, ns.URL(), natsbroker.Options{})
+	attach(t, pub)
+	br := newBroker(t, ns.URL(), natsbroker.Options{})
+	s, start := attach(t, br)
+	ev := publish(t, pub, stream.Message{Topic: "t", Data: "x"})
+	br.CatchUp(context.Background(), ev.ID)
+	s.mu.Lock()
+	head := s.head
+	s.mu.Unlock()
+	if got := replayIDs(t, br, []string{"t"}, start.ID, head.Seq); !slices.Equal(got, []string{ev.ID}) {
+		t.Fatalf("after CatchUp(%s) the head %s is before it: replay up to it %v", ev.ID, head.ID, got)
+	}
+	began := time.Now()
+	br.CatchUp(context.Background(), br.IDFor(head.Seq+1000))
+	if took := time.Since(began); took > time.Second {
+		t.Fatalf("CatchUp to an id past every stored event took %v", took)
+	}
+}

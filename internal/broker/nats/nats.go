@@ -185,6 +185,12 @@ type Broker struct {
 	// consumer); the live feed reads its topics back.
 	dropped   atomic.Bool
 	following atomic.Int64 // topics the live feed subscribes to
+	// liveHead is the newest sequence the live feed handed the hub (an
+	// event or a tick), once the hub has it.
+	liveHead  atomic.Uint64
+	catchUpMu sync.Mutex // guards catchUpTick; held while storing one
+	// catchUpTick is the sequence of the newest tick CatchUp stored.
+	catchUpTick uint64
 	// liveDrop, for tests, loses republished messages as core NATS can.
 	liveDrop atomic.Pointer[func(data []byte) bool]
 

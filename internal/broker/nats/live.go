@@ -298,9 +298,12 @@ func (l *live) readBack(subject string, t *liveTopic) bool {
 	return true
 }
 
-// read returns the stored events of subject after after, up to upTo.
+// read returns the stored events of subject after after, up to upTo. It
+// waits a second at most: during a leader election the feed tries again
+// soon rather than wait for one answer (delivery on this replica pauses
+// meanwhile).
 func (l *live) read(subject string, after, upTo uint64) ([]storedMsg, error) {
-	ctx, cancel := context.WithTimeout(l.b.ctx, l.b.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(l.b.ctx, min(l.b.opts.RequestTimeout, time.Second))
 	defer cancel()
 	rp := &replayer{b: l.b, st: l.st, r: l.r, after: after, upTo: upTo}
 	c := &cursor{subject: subject, next: after + 1, last: after}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,9 +58,10 @@ func TestScaleReplicasReadTheirShare(t *testing.T) {
 		r := runScale(t, ns, fmt.Sprint("SCALE", run), everyEvent, everywhere, time.Duration(secs)*time.Second)
 		feed := map[bool]string{true: "every event", false: "by topic"}[everyEvent]
 		layout := map[bool]string{true: "everywhere", false: "partitioned"}[everywhere]
-		t.Logf("%-11s feed %-11s: %d events published (%.0f/s); received per replica %v (%s of the published); deliveries %d, missing %d, duplicated %d, out of order %d, sse-gap %d; delivery p50 %v p99 %v max %v",
+		t.Logf("%-11s feed %-11s: %d events published (%.0f/s); received per replica %v (%s of the published); deliveries %d, missing %d, duplicated %d, out of order %d, sse-gap %d; delivery p50 %v p99 %v max %v; process CPU %.2f s (%.0f %% of a core)",
 			layout, feed, r.published, float64(r.published)/r.took.Seconds(), r.received, r.shares(), r.deliveries, r.missing, r.dup, r.disorder, r.gaps,
-			r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.max.Round(10*time.Microsecond))
+			r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.max.Round(10*time.Microsecond),
+			r.cpu.Seconds(), 100*r.cpu.Seconds()/r.took.Seconds())
 		return r
 	}
 
@@ -92,6 +94,7 @@ func TestScaleReplicasReadTheirShare(t *testing.T) {
 type scaleResult struct {
 	published                          int
 	took                               time.Duration
+	cpu                                time.Duration // of the whole process (NATS, replicas, publishers) while publishing
 	received                           []int64 // events each replica's broker received from NATS
 	deliveries, missing, dup, disorder int
 	gaps                               int
@@ -187,6 +190,7 @@ func runScale(t *testing.T, ns *natstest.Server, name string, everyEvent, everyw
 	var mu sync.Mutex
 	published := map[string][]uint64{} // topic -> sequences
 	total := int(length.Seconds() * scaleRate)
+	cpuStart := cpuTime(t)
 	start := time.Now()
 	var pubs sync.WaitGroup
 	var failed atomic.Int64
@@ -208,6 +212,7 @@ func runScale(t *testing.T, ns *natstest.Server, name string, everyEvent, everyw
 	}
 	pubs.Wait()
 	took := time.Since(start)
+	cpu := cpuTime(t) - cpuStart
 	if f := failed.Load(); f > 0 {
 		t.Fatalf("%d publishes failed", f)
 	}
@@ -228,7 +233,7 @@ func runScale(t *testing.T, ns *natstest.Server, name string, everyEvent, everyw
 	}
 	time.Sleep(100 * time.Millisecond)
 
-	res := scaleResult{published: total, took: took}
+	res := scaleResult{published: total, took: took, cpu: cpu}
 	for _, r := range replicas {
 		res.received = append(res.received, r.received.Load())
 	}
@@ -256,6 +261,15 @@ func runScale(t *testing.T, ns *natstest.Server, name string, everyEvent, everyw
 	}
 	res.p50, res.p99, res.max = lat.quantiles()
 	return res
+}
+
+// cpuTime is the CPU time this process has used.
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // seqOfID is the sequence in a NATS broker's id, <epoch>-<seq>.

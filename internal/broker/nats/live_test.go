@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	natsbroker "github.com/sse-service/sse-service/internal/broker/nats"
 	"github.com/sse-service/sse-service/internal/stream"
 	"github.com/sse-service/sse-service/internal/testutil/natstest"
@@ -288,5 +291,53 @@ func TestCatchUpReachesAnIDAnotherReplicaHadFirst(t *testing.T) {
 	br.CatchUp(context.Background(), br.IDFor(head.Seq+1000))
 	if took := time.Since(began); took > time.Second {
 		t.Fatalf("CatchUp to an id past every stored event took %v", took)
+	}
+}
+
+// A stream an earlier version made (no RePublish) gets it when the broker
+// manages the stream, and the replica then reads by topic; a stream made by
+// hand without it is read whole, as before, one consumer per replica.
+func TestStreamWithoutRepublish(t *testing.T) {
+	for _, manage := range []bool{true, false} {
+		t.Run(fmt.Sprint("managed=", manage), func(t *testing.T) {
+			ns := natstest.Start(t)
+			nc, err := nats.Connect(ns.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+				Name: "SSE", Subjects: []string{"sse.>"}, AllowDirect: true, AllowAtomicPublish: true,
+			}); err != nil {
+				t.Fatal(err)
+			}
+			br, err := natsbroker.New(natsbroker.Options{URL: ns.URL(), ManageStream: manage})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { br.Close() })
+			s, _ := attach(t, br, "mine")
+			if manage {
+				waitFollowing(t, br, 1)
+			}
+			other := publish(t, br, stream.Message{Topic: "other", Data: "1"})
+			mine := publish(t, br, stream.Message{Topic: "mine", Data: "2"})
+			s.wait(t, 1)
+			time.Sleep(100 * time.Millisecond)
+			s.mu.Lock()
+			got := idsOf(s.evs)
+			s.mu.Unlock()
+			want := []string{mine.ID}
+			if !manage {
+				want = []string{other.ID, mine.ID}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("delivered %v, want %v", got, want)
+			}
+			if c, want := ns.Consumers("SSE"), map[bool]int{true: 0, false: 1}[manage]; c != want {
+				t.Fatalf("%d consumers, want %d", c, want)
+			}
+		})
 	}
 }

@@ -95,7 +95,7 @@ type scaleResult struct {
 	published                          int
 	took                               time.Duration
 	cpu                                time.Duration // of the whole process (NATS, replicas, publishers) while publishing
-	received                           []int64 // events each replica's broker received from NATS
+	received                           []int64       // events each replica's broker received from NATS
 	deliveries, missing, dup, disorder int
 	gaps                               int
 	p50, p99, max                      time.Duration

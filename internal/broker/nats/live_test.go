@@ -108,14 +108,7 @@ func idsOf(evs []*stream.Event) []string {
 // SSE_CHURN_SECONDS sets how long each churns (default 3; 60 for a full
 // minute).
 func TestTopicChurnLeaksNothing(t *testing.T) {
-	secs := 3
-	if v := os.Getenv("SSE_CHURN_SECONDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("SSE_CHURN_SECONDS=%q: want a number of seconds", v)
-		}
-		secs = n
-	}
+	secs := envSeconds(t, "SSE_CHURN_SECONDS", 3)
 	ns := natstest.Start(t)
 	br := newBroker(t, ns.URL(), natsbroker.Options{HistorySize: 1})
 	hub := stream.NewHub(br, stream.NopMetrics{}, slog.New(slog.DiscardHandler), stream.Options{})
@@ -340,4 +333,18 @@ func TestStreamWithoutRepublish(t *testing.T) {
 			}
 		})
 	}
+}
+
+// envSeconds is the number of seconds the variable name sets, or def.
+func envSeconds(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a number of seconds", name, v)
+	}
+	return n
 }

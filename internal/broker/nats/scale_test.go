@@ -43,14 +43,7 @@ func TestScaleReplicasReadTheirShare(t *testing.T) {
 	if os.Getenv("SSE_SCALE_TEST") == "" {
 		t.Skip("the measurement of docs/scaling.md (4 replicas, 400 topics, 2,000 events/s, about a minute): set SSE_SCALE_TEST=1 to run it")
 	}
-	secs := 10
-	if v := os.Getenv("SSE_SCALE_SECONDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("SSE_SCALE_SECONDS=%q: want a number of seconds", v)
-		}
-		secs = n
-	}
+	secs := envSeconds(t, "SSE_SCALE_SECONDS", 10)
 	ns := natstest.Start(t)
 	run := 0
 	measure := func(everyEvent, everywhere bool) scaleResult {

@@ -38,12 +38,13 @@ const (
 
 	headerExpectLastSubj = "Nats-Expected-Last-Subject-Sequence"
 	headerNumPending     = "Nats-Num-Pending" // on a direct get batch's end
+	headerBatchID        = "Nats-Batch-Id"
+	headerBatchSeq       = "Nats-Batch-Sequence"
+	headerBatchCommit    = "Nats-Batch-Commit"
+
 	// headerLastSeq, on a republished message, is the sequence of the
 	// previous message on its subject the server held (0: none).
-	headerLastSeq     = "Nats-Last-Sequence"
-	headerBatchID     = "Nats-Batch-Id"
-	headerBatchSeq    = "Nats-Batch-Sequence"
-	headerBatchCommit = "Nats-Batch-Commit"
+	headerLastSeq = "Nats-Last-Sequence"
 )
 
 // JetStream error codes the broker acts on.

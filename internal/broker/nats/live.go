@@ -162,13 +162,14 @@ func (b *Broker) runLive(st *jsStream, f stream.Feed, head uint64) {
 	l.tick = time.NewTimer(l.tickWait())
 	defer l.tick.Stop()
 	b.liveHead.Store(head)
-	for b.ctx.Err() == nil {
-		if err := l.open(); err == nil {
+	for {
+		err := l.open()
+		if err == nil {
 			break
-		} else if !sleep(b.ctx, 250*time.Millisecond) {
+		}
+		b.warn("nats live feed cannot subscribe, retrying", "err", err)
+		if !sleep(b.ctx, 250*time.Millisecond) {
 			return
-		} else {
-			b.warn("nats live feed cannot subscribe, retrying", "err", err)
 		}
 	}
 	defer l.r.Close()

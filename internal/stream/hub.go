@@ -95,6 +95,7 @@ type Hub struct {
 	opts    Options
 	batches sync.Pool     // *batch, for gathered writes
 	replays *rate.Limiter // the bytes all replays may send; nil: no limit
+	epoch   time.Time     // the hub's clock counts from here (see clock)
 
 	mu       sync.Mutex // guards topics, head, started and draining
 	topics   map[string]map[*subscriber]struct{}
@@ -111,6 +112,7 @@ func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub
 		log:     log,
 		opts:    opts.withDefaults(),
 		topics:  make(map[string]map[*subscriber]struct{}),
+		epoch:   time.Now(),
 	}
 	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
 	if h.opts.ReplayRate > 0 {
@@ -271,10 +273,20 @@ func (f feed) Lost(last Position, after string) {
 	}
 }
 
-// offer queues ev for s without blocking, dropping s as slow when its queue
+// clock is the time since the hub started, on the monotonic clock: what
+// subscribers record their last write with, in 8 bytes.
+func (h *Hub) clock() time.Duration { return time.Since(h.epoch) }
+
+// offer hands ev to s without blocking: written at once when its socket is
+// free and takes it whole, else queued; s is dropped as slow when its queue
 // is full. h.mu must be held.
 func (h *Hub) offer(s *subscriber, ev *Event) {
-	if !s.push(ev, h.opts.ClientBuffer) {
+	wrote, ok := s.offer(ev, h.opts.ClientBuffer, h.epoch)
+	switch {
+	case !wrote.IsZero():
+		h.metrics.EventsSent(1, 0, len(ev.Frame))
+		h.metrics.Delivered(wrote.Sub(ev.Published), ev.takeExemplar())
+	case !ok:
 		s.stop(stopSlow)
 	}
 }

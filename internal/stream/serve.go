@@ -6,20 +6,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
-
-// Conn is where one subscriber's bytes go: an HTTP response in production.
-// SetWriteDeadline may be called from another goroutine while Write blocks;
-// a deadline in the past must make the blocked Write return.
-type Conn interface {
-	Write(p []byte) (int, error)
-	Flush() error
-	SetWriteDeadline(t time.Time) error
-}
 
 // Subscription is what a client asked for.
 type Subscription struct {
@@ -74,21 +66,35 @@ var errNotStarted = fmt.Errorf("the broker has not started its feed yet: %w", Er
 // of the events it replays (the SDK keeps 128 links per span by default).
 const maxReplayLinks = 32
 
-// Stream serves one subscriber until the client goes away (ctx ends), it
-// is dropped, or the hub drains, and returns why it ended. The span in ctx,
-// if any, gets links to the publish spans of replayed events. The caller has
-// validated the topics and set up the response (conn may send its head with
-// the first write); Stream writes everything else: the first frame, the
-// replay, live events, heartbeats and the final retry.
+// Stream serves one subscriber until the client goes away (ctx ends, or
+// a Waiter conn reports it), it is dropped, or the hub drains, and returns
+// why it ended. The span in ctx, if any, gets links to the publish spans of
+// replayed events. The caller has validated the topics and set up the
+// response (conn may send its head with the first write); Stream writes
+// everything else: the first frame, the replay, live events, heartbeats and
+// the final retry.
 func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 	start := time.Now()
-	replayCtx, endReplay := context.WithCancel(ctx)
-	defer endReplay()
-	s := &subscriber{
-		ready:     make(chan struct{}, 1),
-		stopped:   make(chan struct{}),
-		conn:      conn,
-		endReplay: endReplay,
+	// The stream's goroutine owns the socket until its first frame and
+	// replay are written: live events queue behind them.
+	s := &subscriber{conn: conn, owned: true}
+	if wt, ok := conn.(Waiter); ok {
+		s.waiter = wt
+		if ctx.Done() != nil {
+			defer context.AfterFunc(ctx, s.wake)()
+		}
+	} else {
+		s.ready = make(chan struct{}, 1)
+	}
+	if d, ok := conn.(DirectConn); ok && h.opts.WriteDelay == 0 {
+		s.direct = d
+	}
+	replayCtx := ctx
+	if sub.LastEventID != "" {
+		var endReplay context.CancelFunc
+		replayCtx, endReplay = context.WithCancel(ctx)
+		defer endReplay()
+		s.endReplay = endReplay
 	}
 	h.metrics.StreamOpened()
 	head, started := h.register(s, sub.Topics)
@@ -103,7 +109,10 @@ func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 	}
 	h.unregister(s, sub.Topics)
 	h.metrics.StreamClosed(reason, time.Since(start))
-	return Result{Reason: reason, Sent: w.sent, Replayed: w.replayed, Err: w.err}
+	s.mu.Lock()
+	sent := w.sent + s.directSent
+	s.mu.Unlock()
+	return Result{Reason: reason, Sent: sent, Replayed: w.replayed, Err: w.err}
 }
 
 // serve writes the first frame, the replay (under replayCtx, which a stop
@@ -129,7 +138,7 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 	// Otherwise there is no position to give: the broker has not started,
 	// or the resume id cannot be echoed (its sse-gap follows at once).
 	if sub.LastEventID != "" {
-		if reason, ok := h.replay(ctx, replayCtx, w, sub, head); !ok {
+		if reason, ok := h.watchedReplay(ctx, replayCtx, w, sub, head); !ok {
 			return reason
 		}
 	}
@@ -137,30 +146,21 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 		return h.writeFailed(ctx, s, err)
 	}
 
-	// The heartbeat timer is not reset on every write (that costs a timer
-	// update per delivery): when it fires, it sends a heartbeat only if the
-	// stream has been silent for the whole interval, and otherwise re-arms
-	// for the rest of it.
-	heartbeat := time.NewTimer(h.opts.HeartbeatInterval)
+	// The timers only signal the stream's goroutine: it is the only
+	// writer besides the fan-out. The heartbeat timer is not reset on
+	// every write (that costs a timer update per delivery): when it fires,
+	// a heartbeat goes out only if the stream has been silent for the
+	// whole interval, and otherwise it re-arms for the rest of it.
+	heartbeat := time.AfterFunc(h.opts.HeartbeatInterval, func() { s.signal(sigHeartbeat) })
 	defer heartbeat.Stop()
-	var expired <-chan time.Time
 	if !sub.Expires.IsZero() {
-		t := time.NewTimer(time.Until(sub.Expires))
-		defer t.Stop()
-		expired = t.C
+		expiry := time.AfterFunc(time.Until(sub.Expires), func() { s.signal(sigExpired) })
+		defer expiry.Stop()
 	}
-	// With a WriteDelay, events that come too soon after a write wait in
-	// the pending batch for this timer; delayed is nil while none wait,
-	// and ready is nil while they do (new events just queue up).
-	var delay *time.Timer
-	var delayed <-chan time.Time
-	ready := s.ready
 	var evs []*Event // the slice last taken from the queue, reused
 	for {
-		select {
-		case <-ctx.Done():
-			return ClosedByClient
-		case <-s.stopped:
+		// This goroutine owns the socket here.
+		if s.stopped() {
 			if s.dropped() {
 				return DroppedSlow
 			}
@@ -170,41 +170,9 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 				return h.writeFailed(ctx, s, err)
 			}
 			return DroppedShutdown
-		case now := <-heartbeat.C:
-			if silent := now.Sub(w.lastWrite); silent < h.opts.HeartbeatInterval {
-				heartbeat.Reset(h.opts.HeartbeatInterval - silent)
-				continue
-			}
-			w.append(heartbeatFrame)
-			if err := w.flush(); err != nil {
-				return h.writeFailed(ctx, s, err)
-			}
-			h.metrics.HeartbeatSent()
-			heartbeat.Reset(h.opts.HeartbeatInterval)
-		case <-ready:
-			evs = s.take(evs)
-			if len(evs) == 0 {
-				continue
-			}
-			if wait := h.opts.WriteDelay - time.Since(w.lastWrite); h.opts.WriteDelay > 0 && wait > 0 {
-				if err := w.addLive(evs); err != nil {
-					return h.writeFailed(ctx, s, err)
-				}
-				if w.b != nil { // hold the rest until the delay has passed
-					if delay == nil {
-						delay = time.NewTimer(wait)
-						defer delay.Stop()
-					} else {
-						delay.Reset(wait)
-					}
-					delayed, ready = delay.C, nil
-				}
-				continue
-			}
-			if err := w.writeLive(evs); err != nil {
-				return h.writeFailed(ctx, s, err)
-			}
-		case <-expired:
+		}
+		sig := s.signals.Swap(0)
+		if sig&sigExpired != 0 {
 			// What is already batched goes out first; what is still queued
 			// is replayed when the client comes back with its last id.
 			w.append(authExpiredFrame(sub.Expires))
@@ -212,17 +180,66 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 				return h.writeFailed(ctx, s, err)
 			}
 			return ClosedAuthExpired
-		case <-delayed:
-			delayed, ready = nil, s.ready
-			evs = s.take(evs)
-			if err := w.addLive(evs); err != nil {
-				return h.writeFailed(ctx, s, err)
-			}
-			if err := w.flush(); err != nil {
+		}
+		if sig&sigHeartbeat != 0 {
+			if err := w.heartbeat(heartbeat); err != nil {
 				return h.writeFailed(ctx, s, err)
 			}
 		}
+		var rest bool
+		var restEvent *Event
+		evs, rest, restEvent = s.take(evs)
+		if rest {
+			if err := w.finishRest(restEvent); err != nil {
+				return h.writeFailed(ctx, s, err)
+			}
+		}
+		if err := w.live(evs); err != nil {
+			return h.writeFailed(ctx, s, err)
+		}
+		// Events held for WriteDelay keep the socket: new ones queue
+		// behind them and the delay's timer wakes this goroutine.
+		if w.b == nil && !s.release() {
+			continue
+		}
+		if !s.wait(ctx) {
+			return ClosedByClient
+		}
 	}
+}
+
+// watchedReplay is replay, ended early when the client leaves: a Waiter
+// conn learns that only while someone waits on it, so a goroutine does
+// until the replay is over.
+func (h *Hub) watchedReplay(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) (CloseReason, bool) {
+	s := w.s
+	if s.waiter == nil {
+		return h.replay(ctx, replayCtx, w, sub, head)
+	}
+	ctx, gone := context.WithCancel(ctx)
+	defer gone()
+	replayCtx, endReplay := context.WithCancel(replayCtx)
+	defer endReplay()
+	var over atomic.Bool
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for s.waiter.Wait() {
+			if over.Load() {
+				return
+			}
+		}
+		gone()
+		endReplay()
+	}()
+	reason, ok := h.replay(ctx, replayCtx, w, sub, head)
+	over.Store(true)
+	s.waiter.Wake()
+	<-watched
+	if ok && ctx.Err() != nil {
+		return ClosedByClient, false
+	}
+	return reason, ok
 }
 
 // writeFailed says why a failed write ended the stream. A deadline that
@@ -278,7 +295,7 @@ func (h *Hub) replay(ctx, replayCtx context.Context, w *writer, sub Subscription
 		return "", true
 	case ctx.Err() != nil:
 		return ClosedByClient, false
-	case w.s.why.Load() != stopNone:
+	case w.s.stopped():
 		return "", true
 	case errors.Is(err, ErrUnavailable):
 		w.err = err // the HTTP answer (503) is logged with it

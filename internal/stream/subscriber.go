@@ -7,56 +7,146 @@ import (
 	"time"
 )
 
-// subscriber is one open stream's state shared with deliver and Drain.
-// Its select waits on its own channels only: a channel shared by every
-// stream (say, one closed on drain) would put all of them on one lock.
+// subscriber is one open stream's state shared with the fan-out, its timers
+// and Drain.
 //
-// Events wait in a plain slice rather than a channel: deliver appends under
-// a mutex and wakes the stream only when the queue goes from empty to not
-// empty, and the stream takes everything at once. A stream that is busy, or
-// holding events for WriteDelay, is not woken once per event.
+// The socket has one writer at a time. While the stream's goroutine does
+// not own it (owned is false, and then nothing is queued), the fan-out
+// writes an event itself when the socket takes it at once (a DirectConn):
+// no queue, no wake-up, the floor's one write per delivery. Otherwise the
+// event is queued and the stream's goroutine woken, once: it owns the
+// socket from then until its queue is empty again, so a stream that is
+// busy, blocked on a slow client or holding events for WriteDelay is never
+// woken once per event, and the fan-out never waits for it.
 type subscriber struct {
-	mu    sync.Mutex // guards queue
-	queue []*Event   // events not yet taken by the stream
+	mu    sync.Mutex // guards queue, owned, rest, restEvent, direct writes
+	queue []*Event   // events not yet taken by the stream's goroutine
+	// owned: the stream's goroutine has the socket. When false, queue is
+	// empty and nothing is left unwritten.
+	owned bool
+	// rest: the conn holds the rest of a frame the fan-out began to write;
+	// the stream's goroutine flushes it before anything else. restEvent is
+	// that frame's event.
+	rest      bool
+	restEvent *Event
+	// directSent counts events the fan-out wrote whole (Result.Sent).
+	directSent int
 
-	ready   chan struct{} // capacity 1: a wake-up for the stream
-	stopped chan struct{} // closed by stop
-	why     atomic.Int32  // a stop reason, set once before stopped closes
-	conn    Conn
-	// endReplay cancels the resume's replay: a drain or a drop never
-	// waits for the broker.
+	signals   atomic.Uint32 // sig* bits for the stream's goroutine
+	why       atomic.Int32  // a stop reason, set once
+	lastWrite atomic.Int64  // when the last write began, on the hub's clock
+
+	conn   Conn
+	direct DirectConn    // conn, when the fan-out may write to it; else nil
+	waiter Waiter        // conn, when it waits for wake-ups itself; else nil
+	ready  chan struct{} // capacity 1: a wake-up, when waiter is nil
+	// endReplay cancels the resume's replay (nil when not resuming): a
+	// drain or a drop never waits for the broker.
 	endReplay context.CancelFunc
 }
 
-// push queues ev unless limit events already wait, and reports whether it
-// did. It never blocks.
-func (s *subscriber) push(ev *Event, limit int) bool {
+// Signals for the stream's goroutine.
+const (
+	sigHeartbeat uint32 = 1 << iota // the heartbeat timer fired
+	sigExpired                      // the subscriber's credentials expired
+)
+
+// offer hands ev to s without ever blocking: written at once when the
+// socket is free and takes it, else queued unless limit events already
+// wait. It returns when ev was written whole (zero when it was not) and
+// whether it was taken at all (false: s overflowed). epoch is the hub's.
+func (s *subscriber) offer(ev *Event, limit int, epoch time.Time) (wrote time.Time, ok bool) {
 	s.mu.Lock()
+	if !s.owned && s.direct != nil {
+		// The clock is read only here: it costs as much as the rest of a
+		// queued delivery.
+		now := time.Now()
+		s.lastWrite.Store(int64(now.Sub(epoch)))
+		if s.direct.TryWrite(ev.Frame) {
+			s.directSent++
+			s.mu.Unlock()
+			return now, true
+		}
+		// The rest (or all of it) waits in the conn for the stream's
+		// goroutine, which writes it first, under the write deadline.
+		s.owned, s.rest, s.restEvent = true, true, ev
+		s.mu.Unlock()
+		s.wake()
+		return time.Time{}, true
+	}
 	if len(s.queue) >= limit {
 		s.mu.Unlock()
-		return false
+		return time.Time{}, false
 	}
 	s.queue = append(s.queue, ev)
-	first := len(s.queue) == 1
+	wake := !s.owned
+	s.owned = true
 	s.mu.Unlock()
-	if first {
-		select {
-		case s.ready <- struct{}{}:
-		default: // a wake-up is pending already
-		}
+	if wake {
+		s.wake()
 	}
+	return time.Time{}, true
+}
+
+// take returns everything queued, leaving spare (emptied) in its place so
+// two slices serve the stream without allocating, and the event whose rest
+// the conn holds, if any (rest reports whether there is such a rest).
+func (s *subscriber) take(spare []*Event) (evs []*Event, rest bool, restEvent *Event) {
+	clear(spare)
+	s.mu.Lock()
+	evs, s.queue = s.queue, spare[:0]
+	rest, restEvent = s.rest, s.restEvent
+	s.rest, s.restEvent = false, nil
+	s.mu.Unlock()
+	return evs, rest, restEvent
+}
+
+// release gives the socket back to the fan-out, unless something came in
+// for the stream's goroutine meanwhile; it reports whether it did.
+func (s *subscriber) release() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 || s.rest || s.signals.Load() != 0 || s.why.Load() != stopNone {
+		return false
+	}
+	s.owned = false
 	return true
 }
 
-// take returns everything queued and leaves spare (emptied) in its place,
-// so two slices serve the stream without allocating.
-func (s *subscriber) take(spare []*Event) []*Event {
-	clear(spare)
+// signal sets bits for the stream's goroutine, takes the socket for it and
+// wakes it.
+func (s *subscriber) signal(bits uint32) {
+	s.signals.Or(bits)
 	s.mu.Lock()
-	q := s.queue
-	s.queue = spare[:0]
+	s.owned = true
 	s.mu.Unlock()
-	return q
+	s.wake()
+}
+
+// wake makes the stream's goroutine's next or current wait return.
+func (s *subscriber) wake() {
+	if s.waiter != nil {
+		s.waiter.Wake()
+		return
+	}
+	select {
+	case s.ready <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// wait blocks until the stream's goroutine is woken (true) or the client
+// is gone (false).
+func (s *subscriber) wait(ctx context.Context) bool {
+	if s.waiter != nil {
+		return s.waiter.Wait() && ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-s.ready:
+		return true
+	}
 }
 
 // Why a subscriber was stopped from outside its goroutine.
@@ -72,14 +162,17 @@ func (s *subscriber) stop(why int32) {
 	if !s.why.CompareAndSwap(stopNone, why) {
 		return
 	}
-	close(s.stopped)
-	s.endReplay()
+	if s.endReplay != nil {
+		s.endReplay()
+	}
 	if why == stopSlow {
 		// A deadline in the past makes a blocked Write return now instead
 		// of after WriteTimeout. An error here only means the write will
 		// end at its own deadline.
 		_ = s.conn.SetWriteDeadline(time.Unix(1, 0))
 	}
+	s.signal(0)
 }
 
+func (s *subscriber) stopped() bool { return s.why.Load() != stopNone }
 func (s *subscriber) dropped() bool { return s.why.Load() == stopSlow }

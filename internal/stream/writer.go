@@ -12,12 +12,13 @@ import (
 type writer struct {
 	h         *Hub
 	s         *subscriber
-	b         *batch    // nil unless frames are pending
-	lastWrite time.Time // when the last write started
-	deadline  time.Time // the write deadline last set on the conn
-	sent      int       // events written
-	replayed  int       // of which from history
-	err       error     // why the broker could not serve the stream
+	b         *batch      // nil unless frames are pending
+	delay     *time.Timer // wakes the stream when WriteDelay has passed; nil until needed
+	lastWrite time.Time   // when this goroutine's last write started
+	deadline  time.Time   // the write deadline last set on the conn
+	sent      int         // events written
+	replayed  int         // of which from history
+	err       error       // why the broker could not serve the stream
 }
 
 // batch is a pooled write buffer.
@@ -35,11 +36,14 @@ func (w *writer) pending() *batch {
 	return w.b
 }
 
-// release returns a batch that was not flushed.
+// release returns a batch that was not flushed and stops the delay timer.
 func (w *writer) release() {
 	if w.b != nil {
 		w.h.putBatch(w.b)
 		w.b = nil
+	}
+	if w.delay != nil {
+		w.delay.Stop()
 	}
 }
 
@@ -64,6 +68,66 @@ func (w *writer) appendReplayed(ev *Event) error {
 	b := w.pending()
 	b.buf = append(b.buf, ev.Frame...)
 	b.replayed++
+	return nil
+}
+
+// live writes evs at once, or, with a WriteDelay that has not passed since
+// the last write, adds them to the batch held until it has (the delay's
+// timer then wakes the stream).
+func (w *writer) live(evs []*Event) error {
+	d := w.h.opts.WriteDelay
+	if d <= 0 {
+		if len(evs) == 0 {
+			return nil
+		}
+		return w.writeLive(evs)
+	}
+	if err := w.addLive(evs); err != nil {
+		return err
+	}
+	if w.b == nil {
+		return nil
+	}
+	if wait := d - time.Since(w.lastWrite); wait > 0 {
+		if w.delay == nil {
+			s := w.s
+			w.delay = time.AfterFunc(wait, func() { s.signal(0) })
+		} else {
+			w.delay.Reset(wait)
+		}
+		return nil
+	}
+	return w.flush()
+}
+
+// heartbeat writes a heartbeat if the stream has been silent for the whole
+// interval, and re-arms t for when the next one may be due.
+func (w *writer) heartbeat(t *time.Timer) error {
+	interval := w.h.opts.HeartbeatInterval
+	if silent := w.h.clock() - time.Duration(w.s.lastWrite.Load()); silent < interval {
+		t.Reset(interval - silent)
+		return nil
+	}
+	w.append(heartbeatFrame)
+	if err := w.flush(); err != nil {
+		return err
+	}
+	w.h.metrics.HeartbeatSent()
+	t.Reset(interval)
+	return nil
+}
+
+// finishRest writes what the fan-out left unwritten of a frame, and counts
+// its event (nil: not an event).
+func (w *writer) finishRest(ev *Event) error {
+	if err := w.send(nil); err != nil {
+		return err
+	}
+	if ev != nil {
+		w.sent++
+		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
+	}
 	return nil
 }
 
@@ -122,13 +186,14 @@ func (w *writer) flush() error {
 	return nil
 }
 
-// send writes p and flushes it. The deadline is moved only when less than
+// send writes p (nothing when nil) and flushes the conn. The deadline is moved only when less than
 // half of WriteTimeout is left (moving it costs a timer update per write),
 // so a write that cannot complete fails after between half and all of
 // WriteTimeout.
 func (w *writer) send(p []byte) error {
 	now := time.Now()
 	w.lastWrite = now
+	w.s.lastWrite.Store(int64(now.Sub(w.h.epoch)))
 	if w.deadline.Sub(now) < w.h.opts.WriteTimeout/2 {
 		w.deadline = now.Add(w.h.opts.WriteTimeout)
 		if err := w.s.conn.SetWriteDeadline(w.deadline); err != nil {
@@ -140,8 +205,10 @@ func (w *writer) send(p []byte) error {
 	if w.s.dropped() {
 		return errDropped
 	}
-	if _, err := w.s.conn.Write(p); err != nil {
-		return fmt.Errorf("write: %w", err)
+	if p != nil {
+		if _, err := w.s.conn.Write(p); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
 	}
 	if err := w.s.conn.Flush(); err != nil {
 		return fmt.Errorf("flush: %w", err)

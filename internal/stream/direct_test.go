@@ -1,0 +1,166 @@
+package stream_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/sse-service/sse-service/internal/broker/memory"
+	"github.com/sse-service/sse-service/internal/stream"
+)
+
+// directConn is an in-memory stream.DirectConn and stream.Waiter: TryWrite
+// takes as many bytes as room allows on that call and keeps the rest for
+// the next Flush or Write, as a socket with a full buffer does.
+type directConn struct {
+	room func(try int) int // bytes the try-th TryWrite (from 1) takes
+
+	mu       sync.Mutex
+	buf      bytes.Buffer // everything written, in order
+	rest     []byte       // what TryWrite did not write
+	tries    int          // TryWrite calls
+	writes   int          // Write calls
+	overlaps int          // TryWrite calls while a rest was pending
+
+	woken chan struct{} // capacity 1
+	gone  chan struct{} // closed when the client leaves
+}
+
+func newDirectConn(room func(try int) int) *directConn {
+	return &directConn{room: room, woken: make(chan struct{}, 1), gone: make(chan struct{})}
+}
+
+func (c *directConn) TryWrite(p []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tries++
+	if c.rest != nil {
+		c.overlaps++
+		return false
+	}
+	n := min(c.room(c.tries), len(p))
+	c.buf.Write(p[:n])
+	if n < len(p) {
+		c.rest = bytes.Clone(p[n:])
+		return false
+	}
+	return true
+}
+
+func (c *directConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes++
+	c.buf.Write(c.rest)
+	c.rest = nil
+	return c.buf.Write(p)
+}
+
+func (c *directConn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(c.rest)
+	c.rest = nil
+	return nil
+}
+
+func (c *directConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *directConn) Wait() bool {
+	select {
+	case <-c.woken:
+		return true
+	case <-c.gone:
+		return false
+	}
+}
+
+func (c *directConn) Wake() {
+	select {
+	case c.woken <- struct{}{}:
+	default:
+	}
+}
+
+func (c *directConn) counts() (tries, writes, overlaps int, text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tries, c.writes, c.overlaps, c.buf.String()
+}
+
+func TestFanoutWritesToAFreeSocketItself(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub, _ := newHub(t, memory.Options{}, stream.Options{})
+		conn := newDirectConn(func(int) int { return 1 << 20 })
+		done := make(chan stream.Result, 1)
+		go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
+		synctest.Wait() // the first frame is written and the stream waits
+		for i := range 100 {
+			publish(t, hub, "t", fmt.Sprint(i))
+		}
+		synctest.Wait()
+		tries, writes, _, text := conn.counts()
+		if tries != 100 || writes != 1 {
+			t.Fatalf("%d direct writes and %d writes by the stream, want 100 and 1 (the first frame)", tries, writes)
+		}
+		if got := parseWire(text); len(got) != 100 || got[99].Data != "99" {
+			t.Fatalf("got %d events, want 100 in order", len(got))
+		}
+		close(conn.gone)
+		if res := <-done; res.Reason != stream.ClosedByClient || res.Sent != 100 {
+			t.Fatalf("result %+v, want %s with 100 sent", res, stream.ClosedByClient)
+		}
+	})
+}
+
+// When the socket takes part of a frame, or none of it, the stream's
+// goroutine writes the rest, then whatever queued meanwhile: every event
+// arrives once, in order, and the fan-out never writes over a rest.
+func TestPartialDirectWritesContinueInOrderExactlyOnce(t *testing.T) {
+	rooms := map[string]func(int) int{
+		"a few bytes":   func(int) int { return 5 },
+		"nothing":       func(int) int { return 0 },
+		"every third":   func(try int) int { return []int{1 << 20, 7, 0}[try%3] },
+		"half of calls": func(try int) int { return (try % 2) << 20 },
+	}
+	for name, room := range rooms {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				hub, _ := newHub(t, memory.Options{}, stream.Options{})
+				conn := newDirectConn(room)
+				done := make(chan stream.Result, 1)
+				go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
+				synctest.Wait()
+				const n = 300
+				for i := range n {
+					publish(t, hub, "t", fmt.Sprint(i))
+					if i%7 == 0 {
+						synctest.Wait() // let the stream catch up now and then
+					}
+				}
+				synctest.Wait()
+				_, _, overlaps, text := conn.counts()
+				if overlaps != 0 {
+					t.Fatalf("%d direct writes while a rest was pending", overlaps)
+				}
+				got := parseWire(text)
+				if len(got) != n {
+					t.Fatalf("got %d events, want %d", len(got), n)
+				}
+				for i, ev := range got {
+					if ev.Data != fmt.Sprint(i) {
+						t.Fatalf("event %d has data %q, want %d (wire:\n%.500s)", i, ev.Data, i, text)
+					}
+				}
+				close(conn.gone)
+				if res := <-done; res.Sent != n {
+					t.Fatalf("result %+v, want %d sent", res, n)
+				}
+			})
+		})
+	}
+}

@@ -22,14 +22,13 @@ import (
 // in the past. An idle stream is then one goroutine, blocked in that read.
 type chunkConn struct {
 	conn  net.Conn
-	raw   rawWriter // non-blocking writes to conn's socket
+	raw   rawSocket // non-blocking writes to conn's socket
 	head  []byte    // response head, until the first write
 	hdr   [18]byte  // chunk size in hex and CRLF
 	crlf  [2]byte
 	vec   [4][]byte
 	bufs  net.Buffers // what is left to write of the last chunk
 	woken atomic.Bool // Wake was called since Wait last returned
-	rb    [1]byte     // Wait reads into it
 }
 
 func newChunkConn(conn net.Conn, head []byte) *chunkConn {
@@ -50,6 +49,14 @@ func (c *chunkConn) chunk(p []byte) {
 	c.head = nil
 }
 
+// written forgets the last chunk once all of it went: an idle stream keeps
+// neither its response head nor the last frame alive.
+func (c *chunkConn) written() {
+	if len(c.bufs) == 0 {
+		c.vec = [4][]byte{}
+	}
+}
+
 func (c *chunkConn) Write(p []byte) (int, error) {
 	if err := c.Flush(); err != nil {
 		return 0, err
@@ -58,7 +65,9 @@ func (c *chunkConn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.chunk(p)
-	if _, err := c.bufs.WriteTo(c.conn); err != nil {
+	err := c.raw.write(&c.bufs, true)
+	c.written()
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -70,7 +79,8 @@ func (c *chunkConn) TryWrite(p []byte) bool {
 		return false // the rest of the last chunk goes first
 	}
 	c.chunk(p)
-	consume(&c.bufs, c.raw.writev(c.bufs))
+	_ = c.raw.write(&c.bufs, false) // what did not go stays in c.bufs
+	c.written()
 	return len(c.bufs) == 0
 }
 
@@ -79,7 +89,8 @@ func (c *chunkConn) Flush() error {
 	if len(c.bufs) == 0 {
 		return nil
 	}
-	_, err := c.bufs.WriteTo(c.conn)
+	err := c.raw.write(&c.bufs, true)
+	c.written()
 	return err
 }
 
@@ -91,8 +102,7 @@ func (c *chunkConn) Wait() bool {
 		if c.woken.Swap(false) {
 			return true
 		}
-		_, err := c.conn.Read(c.rb[:])
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+		if !errors.Is(c.raw.waitClosed(), os.ErrDeadlineExceeded) {
 			return false
 		}
 	}

@@ -263,29 +263,51 @@ func (s *server) streamEnded(span trace.Span, sub stream.Subscription, res strea
 func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte, eventStream bool, span trace.Span) {
 	s.track(conn, true)
 	s.streams.Add(1)
-	go func() {
-		defer s.streams.Done()
-		defer s.limiter.release(ip)
-		defer s.track(conn, false)
-		cc := newChunkConn(conn, head)
-		res := s.hub.Stream(trace.ContextWithSpan(context.Background(), span), cc, sub)
-		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-		switch s.streamEnd(res, cc.head == nil, eventStream) {
-		case endClose:
-		case endClean:
-			// The last chunk: the client sees a clean end after the last
-			// frame it was sent.
-			_, _ = conn.Write([]byte("0\r\n\r\n"))
-		case endError:
-			_ = writeError(conn, s.unavailable(res.Err))
-		case endReconnect:
-			_, _ = cc.Write(s.unavailableFrame(res.Err))
-		case endAbort:
-			// Closing the connection without the last chunk.
-		}
-		conn.Close()
-		s.streamEnded(span, sub, res)
-	}()
+	d := &detached{
+		ctx: trace.ContextWithSpan(context.Background(), span),
+		cc:  newChunkConn(conn, head), sub: sub, ip: ip, eventStream: eventStream, span: span,
+	}
+	go s.serveDetached(d)
+}
+
+// detached is what a detached stream's goroutine needs: it starts with
+// nothing else on its stack, which then stays small while the stream idles.
+type detached struct {
+	ctx         context.Context // holds the stream's span
+	cc          *chunkConn
+	sub         stream.Subscription
+	ip          netip.Addr
+	eventStream bool
+	span        trace.Span
+}
+
+func (s *server) serveDetached(d *detached) {
+	s.endDetached(d, s.hub.Stream(d.ctx, d.cc, d.sub))
+}
+
+// endDetached ends a detached stream's response as res asks, closes its
+// connection and releases what the stream held.
+func (s *server) endDetached(d *detached, res stream.Result) {
+	defer s.streams.Done()
+	defer s.limiter.release(d.ip)
+	conn := d.cc.conn
+	defer s.track(conn, false)
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+	switch s.streamEnd(res, d.cc.head == nil, d.eventStream) {
+	case endClose:
+	case endClean:
+		// The last chunk: the client sees a clean end after the last
+		// frame it was sent.
+		_, _ = conn.Write([]byte("0\r\n\r\n"))
+	case endError:
+		_ = writeError(conn, s.unavailable(res.Err))
+	case endReconnect:
+		_, _ = d.cc.Write(s.unavailableFrame(res.Err))
+	case endAbort:
+		// Closing the connection without the last chunk.
+	}
+	conn.Close()
+	s.streamEnded(d.span, d.sub, res)
 }
 
 // track adds or removes a hijacked connection, so Close can end them.

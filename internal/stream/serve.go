@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Subscription is what a client asked for.
@@ -73,15 +70,34 @@ const maxReplayLinks = 32
 // response (conn may send its head with the first write); Stream writes
 // everything else: the first frame, the replay, live events, heartbeats and
 // the final retry.
+//
+// An idle stream's goroutine waits in run's loop, whose frames are small:
+// the work is done in calls that return before it waits, so the runtime
+// can shrink the stack of an idle stream to its minimum.
 func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
-	start := time.Now()
+	w, head, started := h.open(ctx, conn, &sub)
+	var reason CloseReason
+	if sub.LastEventID != "" && !started {
+		// The broker has not told where its events end yet: a resume
+		// cannot be served now (the client is answered 503 and retries).
+		reason, w.err = ClosedUnavailable, errNotStarted
+	} else {
+		reason = h.run(ctx, w, &sub, head)
+	}
+	return h.close(w, &sub, reason)
+}
+
+// open registers a new subscriber on conn and returns its writer, the
+// newest event it will not be sent live, and whether the broker started.
+func (h *Hub) open(ctx context.Context, conn Conn, sub *Subscription) (*writer, Position, bool) {
 	// The stream's goroutine owns the socket until its first frame and
 	// replay are written: live events queue behind them.
 	s := &subscriber{conn: conn, owned: true}
+	w := &writer{h: h, s: s, opened: time.Now()}
 	if wt, ok := conn.(Waiter); ok {
 		s.waiter = wt
 		if ctx.Done() != nil {
-			defer context.AfterFunc(ctx, s.wake)()
+			w.unwatch = context.AfterFunc(ctx, s.wake)
 		}
 	} else {
 		s.ready = make(chan struct{}, 1)
@@ -89,38 +105,54 @@ func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 	if d, ok := conn.(DirectConn); ok && h.opts.WriteDelay == 0 {
 		s.direct = d
 	}
-	replayCtx := ctx
+	w.replayCtx = ctx
 	if sub.LastEventID != "" {
-		var endReplay context.CancelFunc
-		replayCtx, endReplay = context.WithCancel(ctx)
-		defer endReplay()
-		s.endReplay = endReplay
+		w.replayCtx, s.endReplay = context.WithCancel(ctx)
 	}
 	h.metrics.StreamOpened()
 	head, started := h.register(s, sub.Topics)
-	w := &writer{h: h, s: s}
-	var reason CloseReason
-	if sub.LastEventID != "" && !started {
-		// The broker has not told where its events end yet: a resume
-		// cannot be served now (the client is answered 503 and retries).
-		reason, w.err = ClosedUnavailable, errNotStarted
-	} else {
-		reason = h.serve(ctx, replayCtx, w, sub, head)
+	return w, head, started
+}
+
+// close unregisters the stream and sums up how it went.
+func (h *Hub) close(w *writer, sub *Subscription, reason CloseReason) Result {
+	s := w.s
+	w.release()
+	if s.endReplay != nil {
+		s.endReplay()
+	}
+	if w.unwatch != nil {
+		w.unwatch()
 	}
 	h.unregister(s, sub.Topics)
-	h.metrics.StreamClosed(reason, time.Since(start))
+	h.metrics.StreamClosed(reason, time.Since(w.opened))
 	s.mu.Lock()
 	sent := w.sent + s.directSent
 	s.mu.Unlock()
 	return Result{Reason: reason, Sent: sent, Replayed: w.replayed, Err: w.err}
 }
 
-// serve writes the first frame, the replay (under replayCtx, which a stop
-// cancels) and then live events until the stream ends.
-func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) CloseReason {
-	s := w.s
-	defer w.release()
+// run writes the first frame and the replay, then live events until the
+// stream ends.
+func (h *Hub) run(ctx context.Context, w *writer, sub *Subscription, head Position) CloseReason {
+	if reason, ok := h.begin(ctx, w, sub, head); !ok {
+		return reason
+	}
+	for {
+		if reason, done := h.step(ctx, w, sub); done {
+			return reason
+		}
+		if !w.s.wait(ctx) {
+			return ClosedByClient
+		}
+	}
+}
 
+// begin writes the first frame and the replay (under w.replayCtx, which a
+// stop cancels), and starts the stream's timers. ok is false when the
+// stream must end with reason.
+func (h *Hub) begin(ctx context.Context, w *writer, sub *Subscription, head Position) (reason CloseReason, ok bool) {
+	s := w.s
 	// The first frame: retry:, a comment, and the stream's position, so a
 	// client cut off before any event still resumes exactly. A new stream
 	// starts at the newest event (everything after it is queued for it); a
@@ -138,38 +170,43 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 	// Otherwise there is no position to give: the broker has not started,
 	// or the resume id cannot be echoed (its sse-gap follows at once).
 	if sub.LastEventID != "" {
-		if reason, ok := h.watchedReplay(ctx, replayCtx, w, sub, head); !ok {
-			return reason
+		if reason, ok := h.watchedReplay(ctx, w.replayCtx, w, *sub, head); !ok {
+			return reason, false
 		}
 	}
 	if err := w.flush(); err != nil {
-		return h.writeFailed(ctx, s, err)
+		return h.writeFailed(ctx, s, err), false
 	}
-
 	// The timers only signal the stream's goroutine: it is the only
 	// writer besides the fan-out. The heartbeat timer is not reset on
 	// every write (that costs a timer update per delivery): when it fires,
 	// a heartbeat goes out only if the stream has been silent for the
 	// whole interval, and otherwise it re-arms for the rest of it.
-	heartbeat := time.AfterFunc(h.opts.HeartbeatInterval, func() { s.signal(sigHeartbeat) })
-	defer heartbeat.Stop()
+	w.heartbeat = time.AfterFunc(h.opts.HeartbeatInterval, func() { s.signal(sigHeartbeat) })
 	if !sub.Expires.IsZero() {
-		expiry := time.AfterFunc(time.Until(sub.Expires), func() { s.signal(sigExpired) })
-		defer expiry.Stop()
+		w.expiry = time.AfterFunc(time.Until(sub.Expires), func() { s.signal(sigExpired) })
 	}
-	var evs []*Event // the slice last taken from the queue, reused
+	return "", true
+}
+
+// step does what the stream's goroutine was woken for, while it owns the
+// socket: a stop, an expiry, a heartbeat, the rest of a frame the fan-out
+// began, queued events. It gives the socket back to the fan-out when
+// nothing is left (or keeps it while events wait for WriteDelay) and
+// returns; done is true when the stream must end with reason.
+func (h *Hub) step(ctx context.Context, w *writer, sub *Subscription) (reason CloseReason, done bool) {
+	s := w.s
 	for {
-		// This goroutine owns the socket here.
 		if s.stopped() {
 			if s.dropped() {
-				return DroppedSlow
+				return DroppedSlow, true
 			}
 			b := w.pending()
 			b.buf = AppendReconnect(b.buf, rand.N(h.opts.ReconnectJitter)+time.Millisecond, ReconnectDraining)
 			if err := w.flush(); err != nil {
-				return h.writeFailed(ctx, s, err)
+				return h.writeFailed(ctx, s, err), true
 			}
-			return DroppedShutdown
+			return DroppedShutdown, true
 		}
 		sig := s.signals.Swap(0)
 		if sig&sigExpired != 0 {
@@ -177,69 +214,32 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 			// is replayed when the client comes back with its last id.
 			w.append(authExpiredFrame(sub.Expires))
 			if err := w.flush(); err != nil {
-				return h.writeFailed(ctx, s, err)
+				return h.writeFailed(ctx, s, err), true
 			}
-			return ClosedAuthExpired
+			return ClosedAuthExpired, true
 		}
 		if sig&sigHeartbeat != 0 {
-			if err := w.heartbeat(heartbeat); err != nil {
-				return h.writeFailed(ctx, s, err)
+			if err := w.beat(); err != nil {
+				return h.writeFailed(ctx, s, err), true
 			}
 		}
 		var rest bool
 		var restEvent *Event
-		evs, rest, restEvent = s.take(evs)
+		w.evs, rest, restEvent = s.take(w.evs)
 		if rest {
 			if err := w.finishRest(restEvent); err != nil {
-				return h.writeFailed(ctx, s, err)
+				return h.writeFailed(ctx, s, err), true
 			}
 		}
-		if err := w.live(evs); err != nil {
-			return h.writeFailed(ctx, s, err)
+		if err := w.live(w.evs); err != nil {
+			return h.writeFailed(ctx, s, err), true
 		}
 		// Events held for WriteDelay keep the socket: new ones queue
 		// behind them and the delay's timer wakes this goroutine.
-		if w.b == nil && !s.release() {
-			continue
-		}
-		if !s.wait(ctx) {
-			return ClosedByClient
+		if w.b != nil || s.release() {
+			return "", false
 		}
 	}
-}
-
-// watchedReplay is replay, ended early when the client leaves: a Waiter
-// conn learns that only while someone waits on it, so a goroutine does
-// until the replay is over.
-func (h *Hub) watchedReplay(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) (CloseReason, bool) {
-	s := w.s
-	if s.waiter == nil {
-		return h.replay(ctx, replayCtx, w, sub, head)
-	}
-	ctx, gone := context.WithCancel(ctx)
-	defer gone()
-	replayCtx, endReplay := context.WithCancel(replayCtx)
-	defer endReplay()
-	var over atomic.Bool
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for s.waiter.Wait() {
-			if over.Load() {
-				return
-			}
-		}
-		gone()
-		endReplay()
-	}()
-	reason, ok := h.replay(ctx, replayCtx, w, sub, head)
-	over.Store(true)
-	s.waiter.Wake()
-	<-watched
-	if ok && ctx.Err() != nil {
-		return ClosedByClient, false
-	}
-	return reason, ok
 }
 
 // writeFailed says why a failed write ended the stream. A deadline that
@@ -258,70 +258,4 @@ func (h *Hub) writeFailed(ctx context.Context, s *subscriber, err error) CloseRe
 	}
 	h.log.Debug("stream write failed", "err", err)
 	return DroppedWriteErr
-}
-
-// replay writes the retained events after sub.LastEventID up to head, or
-// an sse-gap event when they cannot be replayed. ok is false when the
-// stream must end with reason. A stop (drain, drop) cancels replayCtx: the
-// replay ends at once and the serve loop ends the stream for the stop.
-func (h *Hub) replay(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) (reason CloseReason, ok bool) {
-	span := trace.SpanFromContext(ctx)
-	links := 0
-	budget := h.opts.ReplayMaxBytes
-	err := h.broker.Replay(replayCtx, sub.Topics, sub.LastEventID, head.Seq, func(ev *Event) error {
-		if budget -= len(ev.Frame); budget < 0 {
-			return errReplayLimit
-		}
-		if err := h.paceReplay(replayCtx, len(ev.Frame)); err != nil {
-			return err
-		}
-		if links < maxReplayLinks && ev.Trace.IsValid() && span.IsRecording() {
-			span.AddLink(trace.Link{SpanContext: ev.Trace})
-			links++
-		}
-		return w.appendReplayed(ev)
-	})
-	if errors.Is(err, errReplayLimit) {
-		// What was sent stays sent; the gap moves the client to the head.
-		err = &GapError{LastEventID: sub.LastEventID, Reason: GapReplayLimit}
-	}
-	var gap *GapError
-	switch {
-	case err == nil:
-		return "", true
-	case errors.As(err, &gap):
-		b := w.pending()
-		b.buf = appendGap(b.buf, head.ID, gap)
-		return "", true
-	case ctx.Err() != nil:
-		return ClosedByClient, false
-	case w.s.stopped():
-		return "", true
-	case errors.Is(err, ErrUnavailable):
-		w.err = err // the HTTP answer (503) is logged with it
-		return ClosedUnavailable, false
-	default:
-		return h.writeFailed(ctx, w.s, err), false
-	}
-}
-
-// errReplayLimit stops a replay at Options.ReplayMaxBytes.
-var errReplayLimit = errors.New("replay over its byte limit")
-
-// paceReplay waits until the shared replay budget allows n more bytes.
-func (h *Hub) paceReplay(ctx context.Context, n int) error {
-	if h.replays == nil {
-		return nil
-	}
-	for n > 0 {
-		k := min(n, h.replays.Burst())
-		if err := h.replays.WaitN(ctx, k); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("replay budget: %w", err)
-		}
-		n -= k
-	}
-	return nil
 }

@@ -141,6 +141,10 @@ func (s *subscriber) wait(ctx context.Context) bool {
 	if s.waiter != nil {
 		return s.waiter.Wait() && ctx.Err() == nil
 	}
+	return s.waitReady(ctx)
+}
+
+func (s *subscriber) waitReady(ctx context.Context) bool {
 	select {
 	case <-ctx.Done():
 		return false

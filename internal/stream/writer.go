@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -13,12 +14,19 @@ type writer struct {
 	h         *Hub
 	s         *subscriber
 	b         *batch      // nil unless frames are pending
-	delay     *time.Timer // wakes the stream when WriteDelay has passed; nil until needed
+	evs       []*Event    // the slice last taken from the queue, reused
 	lastWrite time.Time   // when this goroutine's last write started
-	deadline  time.Time   // the write deadline last set on the conn
-	sent      int         // events written
-	replayed  int         // of which from history
-	err       error       // why the broker could not serve the stream
+	heartbeat *time.Timer // signals sigHeartbeat; nil before the first frame
+	expiry    *time.Timer // signals sigExpired; nil without Subscription.Expires
+	delay     *time.Timer // wakes the stream when WriteDelay has passed; nil until needed
+	// replayCtx is the resume's replay context, which a stop cancels.
+	replayCtx context.Context
+	unwatch   func() bool // stops waking the stream when its context ends
+	opened    time.Time
+	deadline  time.Time // the write deadline last set on the conn
+	sent      int       // events written
+	replayed  int       // of which from history
+	err       error     // why the broker could not serve the stream
 }
 
 // batch is a pooled write buffer.
@@ -36,14 +44,16 @@ func (w *writer) pending() *batch {
 	return w.b
 }
 
-// release returns a batch that was not flushed and stops the delay timer.
+// release returns a batch that was not flushed and stops the timers.
 func (w *writer) release() {
 	if w.b != nil {
 		w.h.putBatch(w.b)
 		w.b = nil
 	}
-	if w.delay != nil {
-		w.delay.Stop()
+	for _, t := range []*time.Timer{w.heartbeat, w.expiry, w.delay} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 }
 
@@ -100,9 +110,11 @@ func (w *writer) live(evs []*Event) error {
 	return w.flush()
 }
 
-// heartbeat writes a heartbeat if the stream has been silent for the whole
-// interval, and re-arms t for when the next one may be due.
-func (w *writer) heartbeat(t *time.Timer) error {
+// beat writes a heartbeat if the stream has been silent for the whole
+// interval, and re-arms the heartbeat timer for when the next one may be
+// due.
+func (w *writer) beat() error {
+	t := w.heartbeat
 	interval := w.h.opts.HeartbeatInterval
 	if silent := w.h.clock() - time.Duration(w.s.lastWrite.Load()); silent < interval {
 		t.Reset(interval - silent)

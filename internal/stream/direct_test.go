@@ -164,3 +164,42 @@ func TestPartialDirectWritesContinueInOrderExactlyOnce(t *testing.T) {
 		})
 	}
 }
+
+// A large topic is fanned out by several goroutines at once (with more than
+// one CPU): every subscriber still gets every event once, in order.
+func TestLargeFanoutDeliversEveryEventInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub, _ := newHub(t, memory.Options{}, stream.Options{})
+		const subscribers, events = 1500, 20
+		conns := make([]*directConn, subscribers)
+		var wg sync.WaitGroup
+		for i := range conns {
+			// Every fifth socket takes a few bytes at a time.
+			room := func(int) int { return 1 << 20 }
+			if i%5 == 0 {
+				room = func(int) int { return 9 }
+			}
+			conns[i] = newDirectConn(room)
+			wg.Go(func() { hub.Stream(context.Background(), conns[i], stream.Subscription{Topics: []string{"t"}}) })
+		}
+		synctest.Wait()
+		for i := range events {
+			publish(t, hub, "t", fmt.Sprint(i))
+		}
+		synctest.Wait()
+		for i, c := range conns {
+			_, _, overlaps, text := c.counts()
+			got := parseWire(text)
+			if len(got) != events || overlaps != 0 {
+				t.Fatalf("subscriber %d got %d events (%d overlapping writes), want %d", i, len(got), overlaps, events)
+			}
+			for j, ev := range got {
+				if ev.Data != fmt.Sprint(j) {
+					t.Fatalf("subscriber %d: event %d has data %q", i, j, ev.Data)
+				}
+			}
+			close(c.gone)
+		}
+		wg.Wait()
+	})
+}

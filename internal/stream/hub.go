@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -97,10 +98,12 @@ type Hub struct {
 	replays *rate.Limiter // the bytes all replays may send; nil: no limit
 	epoch   time.Time     // the hub's clock counts from here (see clock)
 
-	mu       sync.Mutex // guards topics, head, started and draining
+	mu       sync.Mutex // guards topics, head, started, draining and fanned
 	topics   map[string]map[*subscriber]struct{}
-	head     Position // newest event the broker handed over
-	started  bool     // the broker gave its head (Feed.Start)
+	fanned   []*subscriber  // fanOut's list, reused
+	fanning  sync.WaitGroup // fanOut's goroutines
+	head     Position       // newest event the broker handed over
+	started  bool           // the broker gave its head (Feed.Start)
 	draining bool
 }
 
@@ -217,9 +220,7 @@ func (h *Hub) PublishLocal(m Message) error {
 	ev := NewEvent("", 0, m, time.Now())
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.topics[ev.Topic] {
-		h.offer(s, ev)
-	}
+	h.fanOut(h.topics[ev.Topic], ev)
 	return nil
 }
 
@@ -242,9 +243,7 @@ func (f feed) Deliver(ev *Event) {
 	h := f.h
 	h.mu.Lock()
 	h.head = Position{Seq: ev.Seq, ID: ev.ID}
-	for s := range h.topics[ev.Topic] {
-		h.offer(s, ev)
-	}
+	h.fanOut(h.topics[ev.Topic], ev)
 	h.mu.Unlock()
 }
 
@@ -276,6 +275,43 @@ func (f feed) Lost(last Position, after string) {
 // clock is the time since the hub started, on the monotonic clock: what
 // subscribers record their last write with, in 8 bytes.
 func (h *Hub) clock() time.Duration { return time.Since(h.epoch) }
+
+// fanOutShare is the fewest subscribers fanOut gives a goroutine of its
+// own: at several µs per write, a few milliseconds of writes.
+const fanOutShare = 512
+
+// fanOut offers ev to every subscriber in set. Most deliveries are a
+// system call each (the fan-out writes to free sockets itself), so with
+// more than one CPU a large set is split among goroutines that offer to
+// their share at the same time; all are done when fanOut returns. h.mu
+// must be held.
+func (h *Hub) fanOut(set map[*subscriber]struct{}, ev *Event) {
+	parts := min(runtime.GOMAXPROCS(0), len(set)/fanOutShare)
+	if parts <= 1 {
+		for s := range set {
+			h.offer(s, ev)
+		}
+		return
+	}
+	subs := h.fanned[:0]
+	for s := range set {
+		subs = append(subs, s)
+	}
+	for i := 1; i < parts; i++ {
+		share := subs[len(subs)*i/parts : len(subs)*(i+1)/parts]
+		h.fanning.Go(func() {
+			for _, s := range share {
+				h.offer(s, ev)
+			}
+		})
+	}
+	for _, s := range subs[:len(subs)/parts] {
+		h.offer(s, ev)
+	}
+	h.fanning.Wait()
+	clear(subs) // keep no subscriber alive
+	h.fanned = subs[:0]
+}
 
 // offer hands ev to s without blocking: written at once when its socket is
 // free and takes it whole, else queued; s is dropped as slow when its queue

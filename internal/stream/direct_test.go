@@ -92,6 +92,8 @@ func (c *directConn) counts() (tries, writes, overlaps int, text string) {
 	return c.tries, c.writes, c.overlaps, c.buf.String()
 }
 
+// An event for a stream that was not written to within the last few
+// milliseconds is written by the fan-out itself, with no wake-up.
 func TestFanoutWritesToAFreeSocketItself(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hub, _ := newHub(t, memory.Options{}, stream.Options{})
@@ -100,6 +102,7 @@ func TestFanoutWritesToAFreeSocketItself(t *testing.T) {
 		go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
 		synctest.Wait() // the first frame is written and the stream waits
 		for i := range 100 {
+			time.Sleep(10 * time.Millisecond) // a stream written to just now gets its events queued
 			publish(t, hub, "t", fmt.Sprint(i))
 		}
 		synctest.Wait()
@@ -139,7 +142,9 @@ func TestPartialDirectWritesContinueInOrderExactlyOnce(t *testing.T) {
 				for i := range n {
 					publish(t, hub, "t", fmt.Sprint(i))
 					if i%7 == 0 {
-						synctest.Wait() // let the stream catch up now and then
+						// Let the stream catch up now and then, and the
+						// fan-out write to it again.
+						time.Sleep(10 * time.Millisecond)
 					}
 				}
 				synctest.Wait()
@@ -182,8 +187,8 @@ func TestLargeFanoutDeliversEveryEventInOrder(t *testing.T) {
 			conns[i] = newDirectConn(room)
 			wg.Go(func() { hub.Stream(context.Background(), conns[i], stream.Subscription{Topics: []string{"t"}}) })
 		}
-		synctest.Wait()
 		for i := range events {
+			time.Sleep(10 * time.Millisecond)
 			publish(t, hub, "t", fmt.Sprint(i))
 		}
 		synctest.Wait()
@@ -201,5 +206,72 @@ func TestLargeFanoutDeliversEveryEventInOrder(t *testing.T) {
 			close(c.gone)
 		}
 		wg.Wait()
+	})
+}
+
+// A fan-out writes to sockets itself only for a while: past its budget it
+// queues for the streams' goroutines (which then gather what piles up),
+// and every event still arrives.
+func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
+	hub, _ := newHub(t, memory.Options{}, stream.Options{})
+	const subscribers = 20
+	conns := make([]*directConn, subscribers)
+	var wg sync.WaitGroup
+	for i := range conns {
+		// Each direct write takes 2ms: 20 of them are far over budget.
+		conns[i] = newDirectConn(func(int) int { time.Sleep(2 * time.Millisecond); return 1 << 20 })
+		wg.Go(func() { hub.Stream(context.Background(), conns[i], stream.Subscription{Topics: []string{"t"}}) })
+	}
+	for _, c := range conns { // every first frame written: all subscribed
+		for _, writes, _, _ := c.counts(); writes == 0; _, writes, _, _ = c.counts() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	time.Sleep(10 * time.Millisecond) // and waiting
+	publish(t, hub, "t", "x")
+	tries := 0
+	for i, c := range conns {
+		for {
+			n, _, _, text := c.counts()
+			if len(parseWire(text)) == 1 {
+				tries += n
+				break
+			}
+			if len(parseWire(text)) > 1 {
+				t.Fatalf("subscriber %d got the event twice", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		close(c.gone)
+	}
+	wg.Wait()
+	if tries > subscribers/2 {
+		t.Fatalf("the fan-out wrote %d of %d subscribers itself at 2ms each, want it to queue past its budget", tries, subscribers)
+	}
+}
+
+// Events that come close together for a stream are queued for its
+// goroutine, which gathers what arrives meanwhile into one write; only the
+// first is written by the fan-out.
+func TestEventsCloseTogetherAreQueuedForTheStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub, _ := newHub(t, memory.Options{}, stream.Options{})
+		conn := newDirectConn(func(int) int { return 1 << 20 })
+		done := make(chan stream.Result, 1)
+		go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
+		time.Sleep(time.Second)
+		for i := range 10 {
+			publish(t, hub, "t", fmt.Sprint(i)) // no time passes between them
+		}
+		synctest.Wait()
+		tries, writes, _, text := conn.counts()
+		if tries != 1 || writes < 2 {
+			t.Fatalf("%d direct writes and %d by the stream, want 1 and the first frame plus the rest", tries, writes)
+		}
+		if got := parseWire(text); len(got) != 10 {
+			t.Fatalf("got %d events, want 10", len(got))
+		}
+		close(conn.gone)
+		<-done
 	})
 }

@@ -97,6 +97,7 @@ type Hub struct {
 	batches sync.Pool     // *batch, for gathered writes
 	replays *rate.Limiter // the bytes all replays may send; nil: no limit
 	epoch   time.Time     // the hub's clock counts from here (see clock)
+	beats   *beats        // every stream's heartbeat timer
 
 	mu       sync.Mutex // guards topics, head, started, draining and fanned
 	topics   map[string]map[*subscriber]struct{}
@@ -117,6 +118,7 @@ func NewHub(broker Broker, metrics Metrics, log *slog.Logger, opts Options) *Hub
 		topics:  make(map[string]map[*subscriber]struct{}),
 		epoch:   time.Now(),
 	}
+	h.beats = newBeats(h.epoch, h.opts.HeartbeatInterval)
 	h.batches.New = func() any { return &batch{buf: make([]byte, 0, 4096)} }
 	if h.opts.ReplayRate > 0 {
 		// A second's worth may go at once: a short replay is not delayed
@@ -261,13 +263,14 @@ func (f feed) Lost(last Position, after string) {
 	defer h.mu.Unlock()
 	h.head = last
 	seen := map[*subscriber]bool{}
+	until := time.Now().Add(directBudget)
 	for _, set := range h.topics {
 		for s := range set {
 			if seen[s] {
 				continue
 			}
 			seen[s] = true
-			h.offer(s, gap)
+			h.offer(s, gap, until)
 		}
 	}
 }
@@ -286,10 +289,11 @@ const fanOutShare = 512
 // their share at the same time; all are done when fanOut returns. h.mu
 // must be held.
 func (h *Hub) fanOut(set map[*subscriber]struct{}, ev *Event) {
+	until := time.Now().Add(directBudget)
 	parts := min(runtime.GOMAXPROCS(0), len(set)/fanOutShare)
 	if parts <= 1 {
 		for s := range set {
-			h.offer(s, ev)
+			h.offer(s, ev, until)
 		}
 		return
 	}
@@ -301,23 +305,31 @@ func (h *Hub) fanOut(set map[*subscriber]struct{}, ev *Event) {
 		share := subs[len(subs)*i/parts : len(subs)*(i+1)/parts]
 		h.fanning.Go(func() {
 			for _, s := range share {
-				h.offer(s, ev)
+				h.offer(s, ev, until)
 			}
 		})
 	}
 	for _, s := range subs[:len(subs)/parts] {
-		h.offer(s, ev)
+		h.offer(s, ev, until)
 	}
 	h.fanning.Wait()
 	clear(subs) // keep no subscriber alive
 	h.fanned = subs[:0]
 }
 
+// directBudget is how long one event's fan-out may write to sockets
+// itself. A server that cannot keep up writes one event per system call
+// that way, while queued events pile up and go out together: past the
+// budget, the rest of the fan-out queues, and the streams' goroutines
+// gather what waits for them, so under overload a write carries several
+// events, as it did before the fan-out wrote itself.
+const directBudget = 10 * time.Millisecond
+
 // offer hands ev to s without blocking: written at once when its socket is
-// free and takes it whole, else queued; s is dropped as slow when its queue
-// is full. h.mu must be held.
-func (h *Hub) offer(s *subscriber, ev *Event) {
-	wrote, ok := s.offer(ev, h.opts.ClientBuffer, h.epoch)
+// free and takes it whole (until the fan-out's budget ends), else queued; s
+// is dropped as slow when its queue is full. h.mu must be held.
+func (h *Hub) offer(s *subscriber, ev *Event, until time.Time) {
+	wrote, ok := s.offer(ev, h.opts.ClientBuffer, h.epoch, until)
 	switch {
 	case !wrote.IsZero():
 		h.metrics.EventsSent(1, 0, len(ev.Frame))

@@ -118,6 +118,7 @@ func (h *Hub) open(ctx context.Context, conn Conn, sub *Subscription) (*writer, 
 func (h *Hub) close(w *writer, sub *Subscription, reason CloseReason) Result {
 	s := w.s
 	w.release()
+	h.beats.cancel(s)
 	if s.endReplay != nil {
 		s.endReplay()
 	}
@@ -178,11 +179,11 @@ func (h *Hub) begin(ctx context.Context, w *writer, sub *Subscription, head Posi
 		return h.writeFailed(ctx, s, err), false
 	}
 	// The timers only signal the stream's goroutine: it is the only
-	// writer besides the fan-out. The heartbeat timer is not reset on
-	// every write (that costs a timer update per delivery): when it fires,
-	// a heartbeat goes out only if the stream has been silent for the
-	// whole interval, and otherwise it re-arms for the rest of it.
-	w.heartbeat = time.AfterFunc(h.opts.HeartbeatInterval, func() { s.signal(sigHeartbeat) })
+	// writer besides the fan-out. The heartbeat is not rescheduled on
+	// every write (that would cost a timer update per delivery): when it
+	// comes, a heartbeat goes out only if the stream has been silent for
+	// the whole interval, and otherwise it is rescheduled for the rest.
+	h.beats.schedule(s, h.clock()+h.opts.HeartbeatInterval)
 	if !sub.Expires.IsZero() {
 		w.expiry = time.AfterFunc(time.Until(sub.Expires), func() { s.signal(sigExpired) })
 	}

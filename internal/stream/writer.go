@@ -16,7 +16,6 @@ type writer struct {
 	b         *batch      // nil unless frames are pending
 	evs       []*Event    // the slice last taken from the queue, reused
 	lastWrite time.Time   // when this goroutine's last write started
-	heartbeat *time.Timer // signals sigHeartbeat; nil before the first frame
 	expiry    *time.Timer // signals sigExpired; nil without Subscription.Expires
 	delay     *time.Timer // wakes the stream when WriteDelay has passed; nil until needed
 	// replayCtx is the resume's replay context, which a stop cancels.
@@ -50,7 +49,7 @@ func (w *writer) release() {
 		w.h.putBatch(w.b)
 		w.b = nil
 	}
-	for _, t := range []*time.Timer{w.heartbeat, w.expiry, w.delay} {
+	for _, t := range []*time.Timer{w.expiry, w.delay} {
 		if t != nil {
 			t.Stop()
 		}
@@ -111,13 +110,11 @@ func (w *writer) live(evs []*Event) error {
 }
 
 // beat writes a heartbeat if the stream has been silent for the whole
-// interval, and re-arms the heartbeat timer for when the next one may be
-// due.
+// interval, and schedules the next check for when the next one may be due.
 func (w *writer) beat() error {
-	t := w.heartbeat
 	interval := w.h.opts.HeartbeatInterval
-	if silent := w.h.clock() - time.Duration(w.s.lastWrite.Load()); silent < interval {
-		t.Reset(interval - silent)
+	if last := time.Duration(w.s.lastWrite.Load()); w.h.clock()-last < interval {
+		w.h.beats.schedule(w.s, last+interval)
 		return nil
 	}
 	w.append(heartbeatFrame)
@@ -125,7 +122,7 @@ func (w *writer) beat() error {
 		return err
 	}
 	w.h.metrics.HeartbeatSent()
-	t.Reset(interval)
+	w.h.beats.schedule(w.s, w.h.clock()+interval)
 	return nil
 }
 

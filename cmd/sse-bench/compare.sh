@@ -95,10 +95,27 @@ start_server() {
 	return 1
 }
 
+# quiet waits (up to a minute) for a second in which the machine is at
+# least 90% idle: on a shared machine, another job's load would be counted
+# against whichever server happens to run beside it.
+quiet() {
+	local a b c d e f g t1 i1 t2 i2
+	for _ in $(seq 60); do
+		read -r _ a b c d e f g _ </proc/stat
+		t1=$((a + b + c + d + e + f + g)) i1=$d
+		sleep 1
+		read -r _ a b c d e f g _ </proc/stat
+		t2=$((a + b + c + d + e + f + g)) i2=$d
+		(((i2 - i1) * 100 >= 90 * (t2 - t1))) && return 0
+	done
+	echo "compare.sh: the machine is busy; measuring anyway" >&2
+}
+
 # run KIND SCENARIO ROUND runs sse-bench once against a fresh KIND server.
 run() {
 	local streams rate extra
 	read -r streams rate extra <<<"$(scenario "$2")"
+	quiet
 	start_server "$1"
 	# shellcheck disable=SC2086 # extra holds several flags
 	taskset -c 1 "$BENCH_BIN" -url "http://$ADDR" -token "$TOKEN" -streams "$streams" -rate "$rate" \

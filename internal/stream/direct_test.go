@@ -141,10 +141,10 @@ func TestPartialDirectWritesContinueInOrderExactlyOnce(t *testing.T) {
 				const n = 300
 				for i := range n {
 					publish(t, hub, "t", fmt.Sprint(i))
-					if i%7 == 0 {
-						// Let the stream catch up now and then, and the
-						// fan-out write to it again.
-						time.Sleep(10 * time.Millisecond)
+					if i%7 != 0 {
+						// Events apart enough for the fan-out to write them
+						// itself, but some in quick succession.
+						time.Sleep(5 * time.Millisecond)
 					}
 				}
 				synctest.Wait()
@@ -251,8 +251,9 @@ func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
 }
 
 // Events that come close together for a stream are queued for its
-// goroutine, which gathers what arrives meanwhile into one write; only the
-// first is written by the fan-out.
+// goroutine, which gathers what arrives meanwhile into fewer writes: the
+// fan-out writes only the first few itself, until the stream's average gap
+// between events shows it is busy.
 func TestEventsCloseTogetherAreQueuedForTheStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hub, _ := newHub(t, memory.Options{}, stream.Options{})
@@ -260,16 +261,17 @@ func TestEventsCloseTogetherAreQueuedForTheStream(t *testing.T) {
 		done := make(chan stream.Result, 1)
 		go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
 		time.Sleep(time.Second)
-		for i := range 10 {
+		const n = 100
+		for i := range n {
 			publish(t, hub, "t", fmt.Sprint(i)) // no time passes between them
 		}
 		synctest.Wait()
 		tries, writes, _, text := conn.counts()
-		if tries != 1 || writes < 2 {
-			t.Fatalf("%d direct writes and %d by the stream, want 1 and the first frame plus the rest", tries, writes)
+		if tries > n/4 || writes < 2 {
+			t.Fatalf("%d direct writes and %d by the stream, want at most %d direct and the rest queued", tries, writes, n/4)
 		}
-		if got := parseWire(text); len(got) != 10 {
-			t.Fatalf("got %d events, want 10", len(got))
+		if got := parseWire(text); len(got) != n || got[n-1].Data != fmt.Sprint(n-1) {
+			t.Fatalf("got %d events, want %d in order", len(got), n)
 		}
 		close(conn.gone)
 		<-done

@@ -92,7 +92,9 @@ func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
 func (h *Hub) open(ctx context.Context, conn Conn, sub *Subscription) (*writer, Position, bool) {
 	// The stream's goroutine owns the socket until its first frame and
 	// replay are written: live events queue behind them.
-	s := &subscriber{conn: conn, owned: true}
+	// A new stream counts as calm (its events written by the fan-out)
+	// until they come closer together than directGap.
+	s := &subscriber{conn: conn, owned: true, gap: calmGap, lastOffer: h.clock()}
 	w := &writer{h: h, s: s, opened: time.Now()}
 	if wt, ok := conn.(Waiter); ok {
 		s.waiter = wt
@@ -143,7 +145,7 @@ func (h *Hub) run(ctx context.Context, w *writer, sub *Subscription, head Positi
 		if reason, done := h.step(ctx, w, sub); done {
 			return reason
 		}
-		if !w.s.wait(ctx) {
+		if !w.wait(ctx) {
 			return ClosedByClient
 		}
 	}

@@ -34,6 +34,9 @@ type subscriber struct {
 	// beatSlot is 1 + the slot of beats that holds s, 0 for none; guarded
 	// by beats.mu.
 	beatSlot int
+	// gap is the average time between the events offered to s, lastOffer
+	// when the last one was, on the hub's clock.
+	gap, lastOffer time.Duration
 
 	signals   atomic.Uint32 // sig* bits for the stream's goroutine
 	why       atomic.Int32  // a stop reason, set once
@@ -43,6 +46,11 @@ type subscriber struct {
 	direct DirectConn    // conn, when the fan-out may write to it; else nil
 	waiter Waiter        // conn, when it waits for wake-ups itself; else nil
 	ready  chan struct{} // capacity 1: a wake-up, when waiter is nil
+	// With a waiter (see wait.go): pending says a wake-up came since the
+	// goroutine last looked; cold that it waits in the waiter; hot is its
+	// channel for short waits, once it had one.
+	pending, cold atomic.Bool
+	hot           atomic.Pointer[chan struct{}]
 	// endReplay cancels the resume's replay (nil when not resuming): a
 	// drain or a drop never waits for the broker.
 	endReplay context.CancelFunc
@@ -54,39 +62,45 @@ const (
 	sigExpired                      // the subscriber's credentials expired
 )
 
-// directGap is how long after its last write a stream's events are written
-// by the fan-out itself. A stream written to more recently is likely to get
-// more events soon: they are queued, and its goroutine gathers what
-// arrives meanwhile into one write (at 1,000 events/s a write carries about
-// two), where direct writes would cost a system call each.
-const directGap = 5 * time.Millisecond
+// directGap: a stream whose events come on average closer together than
+// this gets them queued rather than written by the fan-out. Its goroutine
+// then gathers what arrives meanwhile into one write (at 1,000 events/s a
+// write carries about two), where direct writes would cost a system call
+// each. The average is kept per stream (gapWeight: over about the last 8
+// events), so one burst on a calm stream does not count.
+// A gap counts as at most calmGap: a long silence does not make a busy
+// stream look calm for long.
+const (
+	directGap = 3 * time.Millisecond
+	calmGap   = 10 * directGap
+	gapWeight = 8
+)
 
 // offer hands ev to s without ever blocking: written at once when the
-// socket is free and takes it, the stream was not written to within
-// directGap and the clock is before until; else queued
+// socket is free and takes it, the stream's events do not come closer
+// together than directGap and the clock is before until; else queued
 // unless limit events already wait. It returns when ev was written whole
 // (zero when it was not) and whether it was taken at all (false: s
 // overflowed). epoch is the hub's.
 func (s *subscriber) offer(ev *Event, limit int, epoch, until time.Time) (wrote time.Time, ok bool) {
+	now := time.Now()
+	at := now.Sub(epoch)
 	s.mu.Lock()
-	// The clock is read only for a direct write: it costs as much as the
-	// rest of a queued delivery.
-	if !s.owned && s.direct != nil {
-		now := time.Now()
-		if since := now.Sub(epoch); now.Before(until) && since-time.Duration(s.lastWrite.Load()) >= directGap {
-			s.lastWrite.Store(int64(since))
-			if s.direct.TryWrite(ev.Frame) {
-				s.directSent++
-				s.mu.Unlock()
-				return now, true
-			}
-			// The rest (or all of it) waits in the conn for the stream's
-			// goroutine, which writes it first, under the write deadline.
-			s.owned, s.rest, s.restEvent = true, true, ev
+	s.gap += (min(at-s.lastOffer, calmGap) - s.gap) / gapWeight
+	s.lastOffer = at
+	if !s.owned && s.direct != nil && s.gap >= directGap && now.Before(until) {
+		s.lastWrite.Store(int64(at))
+		if s.direct.TryWrite(ev.Frame) {
+			s.directSent++
 			s.mu.Unlock()
-			s.wake()
-			return time.Time{}, true
+			return now, true
 		}
+		// The rest (or all of it) waits in the conn for the stream's
+		// goroutine, which writes it first, under the write deadline.
+		s.owned, s.rest, s.restEvent = true, true, ev
+		s.mu.Unlock()
+		s.wake()
+		return time.Time{}, true
 	}
 	if len(s.queue) >= limit {
 		s.mu.Unlock()
@@ -135,36 +149,6 @@ func (s *subscriber) signal(bits uint32) {
 	s.owned = true
 	s.mu.Unlock()
 	s.wake()
-}
-
-// wake makes the stream's goroutine's next or current wait return.
-func (s *subscriber) wake() {
-	if s.waiter != nil {
-		s.waiter.Wake()
-		return
-	}
-	select {
-	case s.ready <- struct{}{}:
-	default: // a wake-up is pending already
-	}
-}
-
-// wait blocks until the stream's goroutine is woken (true) or the client
-// is gone (false).
-func (s *subscriber) wait(ctx context.Context) bool {
-	if s.waiter != nil {
-		return s.waiter.Wait() && ctx.Err() == nil
-	}
-	return s.waitReady(ctx)
-}
-
-func (s *subscriber) waitReady(ctx context.Context) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-s.ready:
-		return true
-	}
 }
 
 // Why a subscriber was stopped from outside its goroutine.

@@ -13,11 +13,13 @@ import (
 type writer struct {
 	h         *Hub
 	s         *subscriber
-	b         *batch      // nil unless frames are pending
-	evs       []*Event    // the slice last taken from the queue, reused
-	lastWrite time.Time   // when this goroutine's last write started
-	expiry    *time.Timer // signals sigExpired; nil without Subscription.Expires
-	delay     *time.Timer // wakes the stream when WriteDelay has passed; nil until needed
+	b         *batch        // nil unless frames are pending
+	evs       []*Event      // the slice last taken from the queue, reused
+	lastWrite time.Time     // when this goroutine's last write started
+	expiry    *time.Timer   // signals sigExpired; nil without Subscription.Expires
+	delay     *time.Timer   // wakes the stream when WriteDelay has passed; nil until needed
+	hot       chan struct{} // the stream's channel for short waits; nil until needed
+	hotTimer  *time.Timer   // ends a short wait
 	// replayCtx is the resume's replay context, which a stop cancels.
 	replayCtx context.Context
 	unwatch   func() bool // stops waking the stream when its context ends
@@ -49,7 +51,7 @@ func (w *writer) release() {
 		w.h.putBatch(w.b)
 		w.b = nil
 	}
-	for _, t := range []*time.Timer{w.expiry, w.delay} {
+	for _, t := range []*time.Timer{w.expiry, w.delay, w.hotTimer} {
 		if t != nil {
 			t.Stop()
 		}

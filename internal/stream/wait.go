@@ -9,15 +9,14 @@ import (
 // on its context and its ready channel. With one (a hijacked connection),
 // an idle stream waits in the conn, which also notices a client that
 // leaves, and needs no second goroutine; but each such wait costs a read
-// system call and two deadline updates. A stream that wrote within
-// hotWindow is likely to be woken again soon (at 1,000 events/s, every
-// millisecond), so it waits on a channel for up to hotWait first, and only
-// then in the conn: a client that leaves a busy stream is noticed by its
-// next write, or hotWait later.
-const (
-	hotWindow = directGap
-	hotWait   = 20 * time.Millisecond
-)
+// system call and two deadline updates. A busy stream (its events come on
+// average closer together than directGap, see subscriber.offer) is likely
+// to be woken again soon (at 1,000 events/s, every millisecond), so it
+// waits on a channel for up to hotWait first, and only then in the conn: a
+// client that leaves a busy stream is noticed by its next write, or
+// hotWait later. A calm stream waits in the conn at once: a timer per wait
+// would cost more than the read.
+const hotWait = 20 * time.Millisecond
 
 // wake makes the stream's goroutine's next or current wait return.
 func (s *subscriber) wake() {
@@ -57,7 +56,7 @@ func (w *writer) wait(ctx context.Context) bool {
 	if s.pending.Swap(false) {
 		return ctx.Err() == nil
 	}
-	if w.h.clock()-time.Duration(s.lastWrite.Load()) < hotWindow && w.waitHot() {
+	if s.busy() && w.waitHot() {
 		return ctx.Err() == nil
 	}
 	s.cold.Store(true)
@@ -93,4 +92,12 @@ func (w *writer) tookHot() bool {
 	default:
 		return false
 	}
+}
+
+// busy reports whether the stream's events come closer together than
+// directGap on average.
+func (s *subscriber) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gap < directGap
 }

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -249,88 +248,6 @@ func (s *server) streamEnded(span trace.Span, sub stream.Subscription, res strea
 	)
 	span.End()
 	s.log.Debug("stream closed", "reason", res.Reason, "sent", res.Sent, "topics", len(sub.Topics))
-}
-
-// detach serves an HTTP/1.1 stream on its hijacked connection from a
-// goroutine of its own, and returns. The handler's goroutine, its stack,
-// the request and net/http's per-connection buffers (about 10 KiB) are then
-// released, and writes skip two layers of buffering: a stream costs one
-// goroutine (blocked reading its connection while idle, see chunkConn), its
-// queue and its socket. Chunked framing is written here (the headers, sent
-// before the hijack, announced it).
-//
-// The goroutine belongs to s: Shutdown waits for it, Close ends it.
-func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte, eventStream bool, span trace.Span) {
-	s.track(conn, true)
-	s.streams.Add(1)
-	d := &detached{
-		ctx: trace.ContextWithSpan(context.Background(), span),
-		cc:  newChunkConn(conn, head), sub: sub, ip: ip, eventStream: eventStream, span: span,
-	}
-	go s.serveDetached(d)
-}
-
-// detached is what a detached stream's goroutine needs: it starts with
-// nothing else on its stack, which then stays small while the stream idles.
-type detached struct {
-	ctx         context.Context // holds the stream's span
-	cc          *chunkConn
-	sub         stream.Subscription
-	ip          netip.Addr
-	eventStream bool
-	span        trace.Span
-}
-
-func (s *server) serveDetached(d *detached) {
-	s.endDetached(d, s.hub.Stream(d.ctx, d.cc, d.sub))
-}
-
-// endDetached ends a detached stream's response as res asks, closes its
-// connection and releases what the stream held.
-func (s *server) endDetached(d *detached, res stream.Result) {
-	defer s.streams.Done()
-	defer s.limiter.release(d.ip)
-	conn := d.cc.conn
-	defer s.track(conn, false)
-	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-	switch s.streamEnd(res, d.cc.head == nil, d.eventStream) {
-	case endClose:
-	case endClean:
-		// The last chunk: the client sees a clean end after the last
-		// frame it was sent.
-		_, _ = conn.Write([]byte("0\r\n\r\n"))
-	case endError:
-		_ = writeError(conn, s.unavailable(res.Err))
-	case endReconnect:
-		_, _ = d.cc.Write(s.unavailableFrame(res.Err))
-	case endAbort:
-		// Closing the connection without the last chunk.
-	}
-	conn.Close()
-	s.streamEnded(d.span, d.sub, res)
-}
-
-// track adds or removes a hijacked connection, so Close can end them.
-func (s *server) track(conn net.Conn, add bool) {
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	if add {
-		s.conns[conn] = struct{}{}
-	} else {
-		delete(s.conns, conn)
-	}
-}
-
-// responseHead is the status line and headers of a stream's response, with
-// chunked framing, as net/http would have written them.
-func responseHead(h http.Header) []byte {
-	var b bytes.Buffer
-	b.WriteString("HTTP/1.1 200 OK\r\n")
-	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	h.Set("Transfer-Encoding", "chunked")
-	_ = h.Write(&b) // cannot fail on a bytes.Buffer
-	b.WriteString("\r\n")
-	return b.Bytes()
 }
 
 // maxLastEventIDLen bounds a resume id (the service's are about 20 bytes).

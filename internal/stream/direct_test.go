@@ -218,8 +218,8 @@ func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
 	conns := make([]*directConn, subscribers)
 	var wg sync.WaitGroup
 	for i := range conns {
-		// Each direct write takes 2ms: 20 of them are far over budget.
-		conns[i] = newDirectConn(func(int) int { time.Sleep(2 * time.Millisecond); return 1 << 20 })
+		// Each direct write takes 5ms: 20 of them are far over budget.
+		conns[i] = newDirectConn(func(int) int { time.Sleep(5 * time.Millisecond); return 1 << 20 })
 		wg.Go(func() { hub.Stream(context.Background(), conns[i], stream.Subscription{Topics: []string{"t"}}) })
 	}
 	for _, c := range conns { // every first frame written: all subscribed
@@ -246,7 +246,7 @@ func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
 	}
 	wg.Wait()
 	if tries > subscribers/2 {
-		t.Fatalf("the fan-out wrote %d of %d subscribers itself at 2ms each, want it to queue past its budget", tries, subscribers)
+		t.Fatalf("the fan-out wrote %d of %d subscribers itself at 5ms each, want it to queue past its budget", tries, subscribers)
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 // busy, blocked on a slow client or holding events for WriteDelay is never
 // woken once per event, and the fan-out never waits for it.
 type subscriber struct {
-	mu    sync.Mutex // guards queue, owned, rest, restEvent, direct writes
+	mu    sync.Mutex // guards the fields up to lastOffer; held over a direct write
 	queue []*Event   // events not yet taken by the stream's goroutine
 	// owned: the stream's goroutine has the socket. When false, queue is
 	// empty and nothing is left unwritten.
@@ -67,9 +67,9 @@ const (
 // then gathers what arrives meanwhile into one write (at 1,000 events/s a
 // write carries about two), where direct writes would cost a system call
 // each. The average is kept per stream (gapWeight: over about the last 8
-// events), so one burst on a calm stream does not count.
-// A gap counts as at most calmGap: a long silence does not make a busy
-// stream look calm for long.
+// events), so one burst on a calm stream does not count; a gap counts as at
+// most calmGap, so a long silence does not make a busy stream look calm
+// for long.
 const (
 	directGap = 3 * time.Millisecond
 	calmGap   = 10 * directGap

@@ -86,6 +86,14 @@ func (c *directConn) Wake() {
 	}
 }
 
+// streamTo serves a stream of topic t on conn from a goroutine; its result
+// comes on the channel once the client is gone (close conn.gone).
+func streamTo(hub *stream.Hub, conn *directConn) (*directConn, <-chan stream.Result) {
+	done := make(chan stream.Result, 1)
+	go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
+	return conn, done
+}
+
 func (c *directConn) counts() (tries, writes, overlaps int, text string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -97,9 +105,7 @@ func (c *directConn) counts() (tries, writes, overlaps int, text string) {
 func TestFanoutWritesToAFreeSocketItself(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hub, _ := newHub(t, memory.Options{}, stream.Options{})
-		conn := newDirectConn(func(int) int { return 1 << 20 })
-		done := make(chan stream.Result, 1)
-		go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
+		conn, done := streamTo(hub, newDirectConn(func(int) int { return 1 << 20 }))
 		synctest.Wait() // the first frame is written and the stream waits
 		for i := range 100 {
 			time.Sleep(10 * time.Millisecond) // a stream written to just now gets its events queued
@@ -134,9 +140,7 @@ func TestPartialDirectWritesContinueInOrderExactlyOnce(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				hub, _ := newHub(t, memory.Options{}, stream.Options{})
-				conn := newDirectConn(room)
-				done := make(chan stream.Result, 1)
-				go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
+				conn, done := streamTo(hub, newDirectConn(room))
 				synctest.Wait()
 				const n = 300
 				for i := range n {
@@ -257,9 +261,7 @@ func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
 func TestEventsCloseTogetherAreQueuedForTheStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hub, _ := newHub(t, memory.Options{}, stream.Options{})
-		conn := newDirectConn(func(int) int { return 1 << 20 })
-		done := make(chan stream.Result, 1)
-		go func() { done <- hub.Stream(context.Background(), conn, stream.Subscription{Topics: []string{"t"}}) }()
+		conn, done := streamTo(hub, newDirectConn(func(int) int { return 1 << 20 }))
 		time.Sleep(time.Second)
 		const n = 100
 		for i := range n {

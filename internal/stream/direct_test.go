@@ -174,8 +174,8 @@ func TestPartialDirectWritesContinueInOrderExactlyOnce(t *testing.T) {
 	}
 }
 
-// A large topic is fanned out by several goroutines at once (with more than
-// one CPU): every subscriber still gets every event once, in order.
+// A large topic whose sockets take some frames whole and some a few bytes
+// at a time: every subscriber still gets every event once, in order.
 func TestLargeFanoutDeliversEveryEventInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hub, _ := newHub(t, memory.Options{}, stream.Options{})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"time"
 
@@ -99,12 +98,10 @@ type Hub struct {
 	epoch   time.Time     // the hub's clock counts from here (see clock)
 	beats   *beats        // every stream's heartbeat timer
 
-	mu       sync.Mutex // guards topics, head, started, draining and fanned
+	mu       sync.Mutex // guards topics, head, started and draining
 	topics   map[string]map[*subscriber]struct{}
-	fanned   []*subscriber  // fanOut's list, reused
-	fanning  sync.WaitGroup // fanOut's goroutines
-	head     Position       // newest event the broker handed over
-	started  bool           // the broker gave its head (Feed.Start)
+	head     Position // newest event the broker handed over
+	started  bool     // the broker gave its head (Feed.Start)
 	draining bool
 }
 
@@ -263,14 +260,14 @@ func (f feed) Lost(last Position, after string) {
 	defer h.mu.Unlock()
 	h.head = last
 	seen := map[*subscriber]bool{}
-	until := time.Now().Add(directBudget)
+	out := h.newFan()
 	for _, set := range h.topics {
 		for s := range set {
 			if seen[s] {
 				continue
 			}
 			seen[s] = true
-			h.offer(s, gap, until)
+			h.offer(s, gap, out)
 		}
 	}
 }
@@ -279,42 +276,28 @@ func (f feed) Lost(last Position, after string) {
 // subscribers record their last write with, in 8 bytes.
 func (h *Hub) clock() time.Duration { return time.Since(h.epoch) }
 
-// fanOutShare is the fewest subscribers fanOut gives a goroutine of its
-// own: at several µs per write, a few milliseconds of writes.
-const fanOutShare = 512
-
-// fanOut offers ev to every subscriber in set. Most deliveries are a
-// system call each (the fan-out writes to free sockets itself), so with
-// more than one CPU a large set is split among goroutines that offer to
-// their share at the same time; all are done when fanOut returns. h.mu
-// must be held.
+// fanOut offers ev to every subscriber in set, writing to free sockets
+// itself for at most directBudget: on a machine with several CPUs, what is
+// left then is written by the streams' goroutines, in parallel. h.mu must
+// be held.
 func (h *Hub) fanOut(set map[*subscriber]struct{}, ev *Event) {
-	until := time.Now().Add(directBudget)
-	parts := min(runtime.GOMAXPROCS(0), len(set)/fanOutShare)
-	if parts <= 1 {
-		for s := range set {
-			h.offer(s, ev, until)
-		}
-		return
-	}
-	subs := h.fanned[:0]
+	f := h.newFan()
 	for s := range set {
-		subs = append(subs, s)
+		h.offer(s, ev, f)
 	}
-	for i := 1; i < parts; i++ {
-		share := subs[len(subs)*i/parts : len(subs)*(i+1)/parts]
-		h.fanning.Go(func() {
-			for _, s := range share {
-				h.offer(s, ev, until)
-			}
-		})
-	}
-	for _, s := range subs[:len(subs)/parts] {
-		h.offer(s, ev, until)
-	}
-	h.fanning.Wait()
-	clear(subs) // keep no subscriber alive
-	h.fanned = subs[:0]
+}
+
+// fan is one event's fan-out: when it began, on the hub's clock (the
+// event's arrival for every subscriber, read once), and until when it may
+// write to sockets itself.
+type fan struct {
+	at    time.Duration
+	until time.Time
+}
+
+func (h *Hub) newFan() fan {
+	now := time.Now()
+	return fan{at: now.Sub(h.epoch), until: now.Add(directBudget)}
 }
 
 // directBudget is how long one event's fan-out may write to sockets
@@ -330,8 +313,8 @@ const directBudget = 20 * time.Millisecond
 // offer hands ev to s without blocking: written at once when its socket is
 // free and takes it whole (until the fan-out's budget ends), else queued; s
 // is dropped as slow when its queue is full. h.mu must be held.
-func (h *Hub) offer(s *subscriber, ev *Event, until time.Time) {
-	wrote, ok := s.offer(ev, h.opts.ClientBuffer, h.epoch, until)
+func (h *Hub) offer(s *subscriber, ev *Event, f fan) {
+	wrote, ok := s.offer(ev, h.opts.ClientBuffer, h.epoch, f)
 	switch {
 	case !wrote.IsZero():
 		h.metrics.EventsSent(1, 0, len(ev.Frame))

@@ -78,29 +78,31 @@ const (
 
 // offer hands ev to s without ever blocking: written at once when the
 // socket is free and takes it, the stream's events do not come closer
-// together than directGap and the clock is before until; else queued
+// together than directGap and the clock is before f.until; else queued
 // unless limit events already wait. It returns when ev was written whole
 // (zero when it was not) and whether it was taken at all (false: s
 // overflowed). epoch is the hub's.
-func (s *subscriber) offer(ev *Event, limit int, epoch, until time.Time) (wrote time.Time, ok bool) {
-	now := time.Now()
-	at := now.Sub(epoch)
+func (s *subscriber) offer(ev *Event, limit int, epoch time.Time, f fan) (wrote time.Time, ok bool) {
 	s.mu.Lock()
-	s.gap += (min(at-s.lastOffer, calmGap) - s.gap) / gapWeight
-	s.lastOffer = at
-	if !s.owned && s.direct != nil && s.gap >= directGap && now.Before(until) {
-		s.lastWrite.Store(int64(at))
-		if s.direct.TryWrite(ev.Frame) {
-			s.directSent++
+	s.gap += (min(f.at-s.lastOffer, calmGap) - s.gap) / gapWeight
+	s.lastOffer = f.at
+	if !s.owned && s.direct != nil && s.gap >= directGap {
+		// The clock is read only for a direct write: it costs as much as
+		// the rest of a queued delivery.
+		if now := time.Now(); now.Before(f.until) {
+			s.lastWrite.Store(int64(now.Sub(epoch)))
+			if s.direct.TryWrite(ev.Frame) {
+				s.directSent++
+				s.mu.Unlock()
+				return now, true
+			}
+			// The rest (or all of it) waits in the conn for the stream's
+			// goroutine, which writes it first, under the write deadline.
+			s.owned, s.rest, s.restEvent = true, true, ev
 			s.mu.Unlock()
-			return now, true
+			s.wake()
+			return time.Time{}, true
 		}
-		// The rest (or all of it) waits in the conn for the stream's
-		// goroutine, which writes it first, under the write deadline.
-		s.owned, s.rest, s.restEvent = true, true, ev
-		s.mu.Unlock()
-		s.wake()
-		return time.Time{}, true
 	}
 	if len(s.queue) >= limit {
 		s.mu.Unlock()

@@ -15,7 +15,6 @@ import (
 	"github.com/sse-service/sse-service/internal/stream"
 )
 
-
 // accessTokenParam is the query parameter that may carry a subscriber's
 // token, for clients that can neither set a header nor send a cookie.
 const accessTokenParam = "access_token"

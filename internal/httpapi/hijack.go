@@ -110,11 +110,18 @@ func responseHead(h http.Header) []byte {
 // of the connection, which returns when the client leaves (a client sends
 // nothing after its request), and Wake interrupts it with a read deadline
 // in the past. An idle stream is then one goroutine, blocked in that read.
+//
+// A delivery written by the fan-out reads only the first fields (raw's
+// first ones, then held): with a thousand streams, each field of another
+// cache line would be one more memory access per delivery.
 type chunkConn struct {
+	raw rawSocket // non-blocking writes to conn's socket
+	// held: the head or the rest of a chunk waits in bufs; TryWrite then
+	// defers to it.
+	held  bool
 	conn  net.Conn
-	raw   rawSocket // non-blocking writes to conn's socket
-	head  []byte    // response head, until the first write
-	hdr   [18]byte  // chunk size in hex and CRLF
+	head  []byte   // response head, until the first write
+	hdr   [18]byte // chunk size in hex and CRLF
 	crlf  [2]byte
 	vec   [4][]byte
 	bufs  net.Buffers // what is left to write of the last chunk
@@ -122,7 +129,7 @@ type chunkConn struct {
 }
 
 func newChunkConn(conn net.Conn, head []byte) *chunkConn {
-	c := &chunkConn{conn: conn, head: head, crlf: [2]byte{'\r', '\n'}}
+	c := &chunkConn{conn: conn, head: head, held: head != nil, crlf: [2]byte{'\r', '\n'}}
 	c.raw.init(conn)
 	return c
 }
@@ -142,7 +149,8 @@ func (c *chunkConn) chunk(p []byte) {
 // written forgets the last chunk once all of it went: an idle stream keeps
 // neither its response head nor the last frame alive.
 func (c *chunkConn) written() {
-	if len(c.bufs) == 0 {
+	c.held = len(c.bufs) > 0
+	if !c.held {
 		c.vec = [4][]byte{}
 	}
 }
@@ -163,10 +171,46 @@ func (c *chunkConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TryWrite writes p as one chunk as far as the socket takes it now.
-func (c *chunkConn) TryWrite(p []byte) bool {
+// TryWrite writes ev's frame as one chunk as far as the socket takes it
+// now: the event's own chunked form, in one write, when nothing waits
+// before it.
+func (c *chunkConn) TryWrite(ev *stream.Event) bool {
+	p := ev.Chunked()
+	if c.held || p == nil {
+		return c.tryChunk(ev.Frame)
+	}
+	n := c.raw.tryWrite(p)
+	if n == len(p) {
+		return true
+	}
+	c.vec[0] = p[n:]
+	c.bufs, c.held = c.vec[:1], true
+	return false
+}
+
+// keepBehind keeps p as a chunk after what waits to be written.
+func (c *chunkConn) keepBehind(p []byte) {
+	c.keep(append(c.bufs, c.head, strconv.AppendUint(nil, uint64(len(p)), 16), c.crlf[:], p, c.crlf[:]))
+	c.head = nil
+}
+
+// keep makes bufs, which may refer to memory the caller reuses, what is
+// left to write, in a copy of its own.
+func (c *chunkConn) keep(bufs net.Buffers) {
+	var rest []byte
+	for _, b := range bufs {
+		rest = append(rest, b...)
+	}
+	c.vec = [4][]byte{rest}
+	c.bufs, c.held = c.vec[:1], true
+}
+
+// tryChunk is TryWrite for a frame without its chunked form, or behind
+// the head or the rest of a chunk.
+func (c *chunkConn) tryChunk(p []byte) bool {
 	if len(c.bufs) > 0 {
-		return false // the rest of the last chunk goes first
+		c.keepBehind(p) // the rest of the last chunk goes first
+		return false
 	}
 	c.chunk(p)
 	_ = c.raw.write(&c.bufs, false) // what did not go stays in c.bufs

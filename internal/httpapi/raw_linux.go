@@ -18,12 +18,15 @@ import (
 // net.Conn.Read (an idle stream's stack is then small enough for the
 // runtime to shrink it to its minimum).
 type rawSocket struct {
-	conn net.Conn
-	rc   syscall.RawConn // nil: conn is not a socket, Write is used
-	iov  [4]syscall.Iovec
-	bufs *net.Buffers // being written
-	wait bool         // wait for the socket until bufs are written
-	err  error        // the failed writev's
+	// rc, tryOne and out, first, are all tryWrite reads.
+	rc     syscall.RawConn // nil: conn is not a socket, Write is used
+	tryOne func(fd uintptr) bool
+	out    []byte // what tryWrite has still to write
+	conn   net.Conn
+	iov    [4]syscall.Iovec
+	bufs   *net.Buffers // being written
+	wait   bool         // wait for the socket until bufs are written
+	err    error        // the failed writev's
 	// try and peek are the method values of attempt and readable, made
 	// once: a closure per call would be an allocation.
 	try, peek func(fd uintptr) bool
@@ -34,7 +37,7 @@ func (w *rawSocket) init(conn net.Conn) {
 	w.conn = conn
 	if sc, ok := conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			w.rc, w.try, w.peek = rc, w.attempt, w.readable
+			w.rc, w.try, w.tryOne, w.peek = rc, w.attempt, w.attemptOne, w.readable
 		}
 	}
 }
@@ -57,6 +60,34 @@ func (w *rawSocket) write(bufs *net.Buffers, wait bool) error {
 		err = w.err
 	}
 	return err
+}
+
+// tryWrite writes as much of p as the socket takes at once, with one
+// write, and returns how much that was. It never reports an error: the
+// rest then waits for write, which finds it.
+func (w *rawSocket) tryWrite(p []byte) int {
+	if w.rc == nil {
+		return 0
+	}
+	w.out = p
+	_ = w.rc.Write(w.tryOne)
+	n := len(p) - len(w.out)
+	w.out = nil
+	return n
+}
+
+// attemptOne is tryWrite's RawConn callback: one write, never waiting.
+func (w *rawSocket) attemptOne(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), w.out)
+		if err == syscall.EINTR {
+			continue
+		}
+		if n > 0 {
+			w.out = w.out[n:]
+		}
+		return true
+	}
 }
 
 // attempt is the RawConn callback: one writev. It returns false only to

@@ -17,6 +17,9 @@ type rawSocket struct {
 
 func (w *rawSocket) init(conn net.Conn) { w.conn = conn }
 
+// tryWrite writes nothing: the rest waits for write.
+func (w *rawSocket) tryWrite([]byte) int { return 0 }
+
 func (w *rawSocket) write(bufs *net.Buffers, wait bool) error {
 	if !wait {
 		return nil

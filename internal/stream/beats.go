@@ -2,6 +2,7 @@ package stream
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +15,9 @@ import (
 type beats struct {
 	epoch time.Time // the hub's clock counts from here
 	tick  time.Duration
+	// bell is closed, and replaced, at every tick: streams that wait hot
+	// (see waitHot) look again then whether they still should.
+	bell atomic.Pointer[chan struct{}]
 
 	mu    sync.Mutex // guards the rest
 	slots [beatSlots][]*subscriber
@@ -32,8 +36,14 @@ const (
 )
 
 func newBeats(epoch time.Time, interval time.Duration) *beats {
-	return &beats{epoch: epoch, tick: max(interval/beatTicks, time.Millisecond)}
+	b := &beats{epoch: epoch, tick: max(interval/beatTicks, time.Millisecond)}
+	bell := make(chan struct{})
+	b.bell.Store(&bell)
+	return b
 }
+
+// rang returns the channel closed at the next tick.
+func (b *beats) rang() <-chan struct{} { return *b.bell.Load() }
 
 // schedule signals s with sigHeartbeat at the first tick at or after due
 // (on the hub's clock), replacing any earlier schedule of s.
@@ -112,6 +122,8 @@ func (b *beats) fire() {
 		b.timer.Reset(b.until(b.next))
 	}
 	b.mu.Unlock()
+	bell := make(chan struct{})
+	close(*b.bell.Swap(&bell))
 	// Signalled outside the lock: a stream that handles its heartbeat at
 	// once schedules the next one.
 	for _, s := range due {

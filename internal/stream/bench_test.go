@@ -44,9 +44,14 @@ func (countConn) SetWriteDeadline(time.Time) error { return nil }
 // once, so the fan-out writes every event itself.
 type directCountConn struct{ countConn }
 
-func (c directCountConn) TryWrite(p []byte) bool {
-	_, _ = c.Write(p)
+func (c directCountConn) TryWrite(ev *stream.Event) bool {
+	_, _ = c.Write(ev.Frame)
 	return true
+}
+
+func (c directCountConn) TryWriteFrames(p []byte) int {
+	n, _ := c.Write(p)
+	return n
 }
 
 // BenchmarkFanout measures handing one event to N subscribers, including

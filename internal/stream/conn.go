@@ -17,13 +17,15 @@ type Conn interface {
 // goroutine writes to a Conn at a time (the hub sees to it).
 type DirectConn interface {
 	Conn
-	// TryWrite writes as much of p as the connection takes at once, never
-	// waiting, and reports whether all of it went. When it did not (the
-	// socket's buffer is full, the write failed, or its deadline passed),
-	// the Conn keeps the rest, and writes it before anything else on the
-	// next Flush or Write, which may wait under the write deadline. p is
-	// not modified and stays valid.
-	TryWrite(p []byte) bool
+	// TryWrite writes as much of ev's frame as the connection takes at
+	// once, never waiting, and reports whether all of it went. It may send
+	// ev.Chunked() instead, when the connection frames its writes as
+	// HTTP/1.1 chunks. When not all went (the socket's buffer is full, the
+	// write failed, or its deadline passed), the Conn keeps the rest, and
+	// writes it before anything else on the next Flush or Write, which may
+	// wait under the write deadline. Events are immutable: the Conn may
+	// keep a reference to the rest.
+	TryWrite(ev *Event) bool
 }
 
 // Waiter is a Conn that can tell when its client has gone: the stream's

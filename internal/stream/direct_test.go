@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -22,11 +23,12 @@ type directConn struct {
 	mu       sync.Mutex
 	buf      bytes.Buffer // everything written, in order
 	rest     []byte       // what TryWrite did not write
-	tries    int          // TryWrite calls
+	tries    int          // TryWrite calls (the fan-out's direct writes)
 	writes   int          // Write calls
 	overlaps int          // TryWrite calls while a rest was pending
 
 	woken chan struct{} // capacity 1
+	wakes atomic.Int32  // Wake calls: wake-ups of a stream that waits in its conn
 	gone  chan struct{} // closed when the client leaves
 }
 
@@ -34,12 +36,14 @@ func newDirectConn(room func(try int) int) *directConn {
 	return &directConn{room: room, woken: make(chan struct{}, 1), gone: make(chan struct{})}
 }
 
-func (c *directConn) TryWrite(p []byte) bool {
+func (c *directConn) TryWrite(ev *stream.Event) bool {
+	p := ev.Frame
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.tries++
 	if c.rest != nil {
 		c.overlaps++
+		c.rest = append(c.rest, p...)
 		return false
 	}
 	n := min(c.room(c.tries), len(p))
@@ -80,6 +84,7 @@ func (c *directConn) Wait() bool {
 }
 
 func (c *directConn) Wake() {
+	c.wakes.Add(1)
 	select {
 	case c.woken <- struct{}{}:
 	default:
@@ -94,10 +99,18 @@ func streamTo(hub *stream.Hub, conn *directConn) (*directConn, <-chan stream.Res
 	return conn, done
 }
 
-func (c *directConn) counts() (tries, writes, overlaps int, text string) {
+// connCounts is what a directConn saw: the fan-out's direct writes, the
+// stream goroutine's writes, tries while a rest was pending, and every
+// byte written.
+type connCounts struct {
+	direct, writes, overlaps int
+	text                     string
+}
+
+func (c *directConn) counts() connCounts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.tries, c.writes, c.overlaps, c.buf.String()
+	return connCounts{c.tries, c.writes, c.overlaps, c.buf.String()}
 }
 
 // An event for a stream that was not written to within the last few
@@ -112,11 +125,11 @@ func TestFanoutWritesToAFreeSocketItself(t *testing.T) {
 			publish(t, hub, "t", fmt.Sprint(i))
 		}
 		synctest.Wait()
-		tries, writes, _, text := conn.counts()
-		if tries != 100 || writes != 1 {
-			t.Fatalf("%d direct writes and %d writes by the stream, want 100 and 1 (the first frame)", tries, writes)
+		c := conn.counts()
+		if c.direct != 100 || c.writes != 1 {
+			t.Fatalf("%d direct writes and %d by the stream, want 100 and 1 (the first frame)", c.direct, c.writes)
 		}
-		if got := parseWire(text); len(got) != 100 || got[99].Data != "99" {
+		if got := parseWire(c.text); len(got) != 100 || got[99].Data != "99" {
 			t.Fatalf("got %d events, want 100 in order", len(got))
 		}
 		close(conn.gone)
@@ -152,7 +165,8 @@ func TestPartialDirectWritesContinueInOrderExactlyOnce(t *testing.T) {
 					}
 				}
 				synctest.Wait()
-				_, _, overlaps, text := conn.counts()
+				cc := conn.counts()
+				overlaps, text := cc.overlaps, cc.text
 				if overlaps != 0 {
 					t.Fatalf("%d direct writes while a rest was pending", overlaps)
 				}
@@ -197,7 +211,8 @@ func TestLargeFanoutDeliversEveryEventInOrder(t *testing.T) {
 		}
 		synctest.Wait()
 		for i, c := range conns {
-			_, _, overlaps, text := c.counts()
+			cc := c.counts()
+			overlaps, text := cc.overlaps, cc.text
 			got := parseWire(text)
 			if len(got) != events || overlaps != 0 {
 				t.Fatalf("subscriber %d got %d events (%d overlapping writes), want %d", i, len(got), overlaps, events)
@@ -215,7 +230,7 @@ func TestLargeFanoutDeliversEveryEventInOrder(t *testing.T) {
 
 // A fan-out writes to sockets itself only for a while: past its budget it
 // queues for the streams' goroutines (which then gather what piles up),
-// and every event still arrives.
+// and every event still arrives, once.
 func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
 	hub, _ := newHub(t, memory.Options{}, stream.Options{})
 	const subscribers = 20
@@ -227,7 +242,7 @@ func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
 		wg.Go(func() { hub.Stream(context.Background(), conns[i], stream.Subscription{Topics: []string{"t"}}) })
 	}
 	for _, c := range conns { // every first frame written: all subscribed
-		for _, writes, _, _ := c.counts(); writes == 0; _, writes, _, _ = c.counts() {
+		for c.counts().writes == 0 {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -236,12 +251,12 @@ func TestSlowFanoutQueuesPastItsBudget(t *testing.T) {
 	tries := 0
 	for i, c := range conns {
 		for {
-			n, _, _, text := c.counts()
-			if len(parseWire(text)) == 1 {
-				tries += n
+			cc := c.counts()
+			if len(parseWire(cc.text)) == 1 {
+				tries += cc.direct
 				break
 			}
-			if len(parseWire(text)) > 1 {
+			if len(parseWire(cc.text)) > 1 {
 				t.Fatalf("subscriber %d got the event twice", i)
 			}
 			time.Sleep(time.Millisecond)
@@ -262,20 +277,55 @@ func TestEventsCloseTogetherAreQueuedForTheStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hub, _ := newHub(t, memory.Options{}, stream.Options{})
 		conn, done := streamTo(hub, newDirectConn(func(int) int { return 1 << 20 }))
+		defer func() { close(conn.gone); <-done }()
 		time.Sleep(time.Second)
 		const n = 100
 		for i := range n {
-			publish(t, hub, "t", fmt.Sprint(i)) // no time passes between them
+			// A millisecond apart: the hub keeps up, the stream is busy.
+			time.Sleep(time.Millisecond)
+			publish(t, hub, "t", fmt.Sprint(i))
 		}
 		synctest.Wait()
-		tries, writes, _, text := conn.counts()
-		if tries > n/4 || writes < 2 {
-			t.Fatalf("%d direct writes and %d by the stream, want at most %d direct and the rest queued", tries, writes, n/4)
+		c := conn.counts()
+		if c.direct > n/4 || c.writes < 2 {
+			t.Fatalf("%d direct writes and %d by the stream, want at most %d direct and the rest by the stream", c.direct, c.writes, n/4)
 		}
-		if got := parseWire(text); len(got) != n || got[n-1].Data != fmt.Sprint(n-1) {
+		if got := parseWire(c.text); len(got) != n || got[n-1].Data != fmt.Sprint(n-1) {
 			t.Fatalf("got %d events, want %d in order", len(got), n)
 		}
+	})
+}
+
+// Events that come back to back (the hub is behind: a batch, a burst) are
+// queued for the stream's goroutine, which gathers them into few writes;
+// while the hub was behind lately, the stream then waits on a channel, not
+// in its conn, so the next burst wakes it cheaply.
+func TestEventsBackToBackAreGathered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub, _ := newHub(t, memory.Options{}, stream.Options{})
+		conn, done := streamTo(hub, newDirectConn(func(int) int { return 1 << 20 }))
+		time.Sleep(time.Second)
+		const bursts, n = 2, 50
+		for b := range bursts {
+			for i := range n {
+				publish(t, hub, "t", fmt.Sprint(b*n+i)) // no time passes between them
+			}
+			synctest.Wait()
+			time.Sleep(100 * time.Millisecond)
+		}
+		c := conn.counts()
+		if c.direct+c.writes > bursts*n/4 {
+			t.Fatalf("%d direct writes and %d by the stream, want at most %d writes in all", c.direct, c.writes, bursts*n/4)
+		}
+		if got := parseWire(c.text); len(got) != bursts*n || got[len(got)-1].Data != fmt.Sprint(bursts*n-1) {
+			t.Fatalf("got %d events, want %d in order", len(got), bursts*n)
+		}
+		if w := conn.wakes.Load(); w > 1 {
+			t.Fatalf("the stream was woken in its conn %d times, want at most once (the first burst)", w)
+		}
 		close(conn.gone)
-		<-done
+		if res := <-done; res.Sent != bursts*n {
+			t.Fatalf("result %+v, want %d sent", res, bursts*n)
+		}
 	})
 }

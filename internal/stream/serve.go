@@ -199,6 +199,11 @@ func (h *Hub) begin(ctx context.Context, w *writer, sub *Subscription, head Posi
 // returns; done is true when the stream must end with reason.
 func (h *Hub) step(ctx context.Context, w *writer, sub *Subscription) (reason CloseReason, done bool) {
 	s := w.s
+	if !s.mine() {
+		// A wake-up left from before the goroutine last gave the socket
+		// back: the fan-out may be writing.
+		return "", false
+	}
 	for {
 		if s.stopped() {
 			if s.dropped() {
@@ -227,10 +232,10 @@ func (h *Hub) step(ctx context.Context, w *writer, sub *Subscription) (reason Cl
 			}
 		}
 		var rest bool
-		var restEvent *Event
-		w.evs, rest, restEvent = s.take(w.evs)
+		var restEvents []*Event
+		w.evs, rest, restEvents = s.take(w.evs)
 		if rest {
-			if err := w.finishRest(restEvent); err != nil {
+			if err := w.finishRest(restEvents); err != nil {
 				return h.writeFailed(ctx, s, err), true
 			}
 		}

@@ -19,31 +19,35 @@ import (
 // busy, blocked on a slow client or holding events for WriteDelay is never
 // woken once per event, and the fan-out never waits for it.
 type subscriber struct {
-	mu    sync.Mutex // guards the fields up to lastOffer; held over a direct write
-	queue []*Event   // events not yet taken by the stream's goroutine
+	// A delivery the fan-out writes itself reads and writes only the
+	// fields up to lastWrite: they come first, so that with a thousand
+	// streams it costs as few memory accesses as possible.
+	mu sync.Mutex // guards the fields up to lastOffer and queue; held over a direct write
 	// owned: the stream's goroutine has the socket. When false, queue is
 	// empty and nothing is left unwritten.
 	owned bool
 	// rest: the conn holds the rest of a frame the fan-out began to write;
-	// the stream's goroutine flushes it before anything else. restEvent is
-	// that frame's event.
-	rest      bool
-	restEvent *Event
-	// directSent counts events the fan-out wrote whole (Result.Sent).
-	directSent int
-	// beatSlot is 1 + the slot of beats that holds s, 0 for none; guarded
-	// by beats.mu.
-	beatSlot int
+	// the stream's goroutine flushes it before anything else. restEvents
+	// holds that frame's event.
+	rest bool
 	// gap is the average time between the events offered to s, lastOffer
 	// when the last one was, on the hub's clock.
 	gap, lastOffer time.Duration
+	direct         DirectConn // conn, when the fan-out may write to it; else nil
+	// directSent counts events the fan-out wrote whole (Result.Sent).
+	directSent int
+	lastWrite  atomic.Int64 // when the last write began, on the hub's clock
 
-	signals   atomic.Uint32 // sig* bits for the stream's goroutine
-	why       atomic.Int32  // a stop reason, set once
-	lastWrite atomic.Int64  // when the last write began, on the hub's clock
+	queue      []*Event // events not yet taken by the stream's goroutine
+	restEvents []*Event
+	// beatSlot is 1 + the slot of beats that holds s, 0 for none; guarded
+	// by beats.mu.
+	beatSlot int
+
+	signals atomic.Uint32 // sig* bits for the stream's goroutine
+	why     atomic.Int32  // a stop reason, set once
 
 	conn   Conn
-	direct DirectConn    // conn, when the fan-out may write to it; else nil
 	waiter Waiter        // conn, when it waits for wake-ups itself; else nil
 	ready  chan struct{} // capacity 1: a wake-up, when waiter is nil
 	// With a waiter (see wait.go): pending says a wake-up came since the
@@ -78,31 +82,33 @@ const (
 
 // offer hands ev to s without ever blocking: written at once when the
 // socket is free and takes it, the stream's events do not come closer
-// together than directGap and the clock is before f.until; else queued
-// unless limit events already wait. It returns when ev was written whole
-// (zero when it was not) and whether it was taken at all (false: s
-// overflowed). epoch is the hub's.
-func (s *subscriber) offer(ev *Event, limit int, epoch time.Time, f fan) (wrote time.Time, ok bool) {
+// together than directGap, the hub keeps up (f.direct) and the clock is
+// before f.until; else queued for the stream's goroutine unless limit
+// events already wait. It returns when ev was written whole (zero when it
+// was not) and whether it was taken at all (false: s overflowed). epoch is
+// the hub's. f.late is set when s would have been written but the fan-out
+// had to queue it.
+func (s *subscriber) offer(ev *Event, limit int, epoch time.Time, f *fan) (wrote time.Time, ok bool) {
 	s.mu.Lock()
 	s.gap += (min(f.at-s.lastOffer, calmGap) - s.gap) / gapWeight
 	s.lastOffer = f.at
 	if !s.owned && s.direct != nil && s.gap >= directGap {
-		// The clock is read only for a direct write: it costs as much as
-		// the rest of a queued delivery.
-		if now := time.Now(); now.Before(f.until) {
+		if now := f.clock(); f.direct && now.Before(f.until) {
+			// Written by the fan-out itself.
 			s.lastWrite.Store(int64(now.Sub(epoch)))
-			if s.direct.TryWrite(ev.Frame) {
+			if s.direct.TryWrite(ev) {
 				s.directSent++
 				s.mu.Unlock()
 				return now, true
 			}
 			// The rest (or all of it) waits in the conn for the stream's
 			// goroutine, which writes it first, under the write deadline.
-			s.owned, s.rest, s.restEvent = true, true, ev
+			s.owned, s.rest, s.restEvents = true, true, append(s.restEvents[:0], ev)
 			s.mu.Unlock()
 			s.wake()
 			return time.Time{}, true
 		}
+		f.late = true // past the budget, or the hub was behind already
 	}
 	if len(s.queue) >= limit {
 		s.mu.Unlock()
@@ -119,16 +125,24 @@ func (s *subscriber) offer(ev *Event, limit int, epoch time.Time, f fan) (wrote 
 }
 
 // take returns everything queued, leaving spare (emptied) in its place so
-// two slices serve the stream without allocating, and the event whose rest
-// the conn holds, if any (rest reports whether there is such a rest).
-func (s *subscriber) take(spare []*Event) (evs []*Event, rest bool, restEvent *Event) {
+// two slices serve the stream without allocating, and the events whose
+// rest the conn holds, if any (rest reports whether there is such a rest).
+// restEvents stays valid until the stream's goroutine releases the socket.
+func (s *subscriber) take(spare []*Event) (evs []*Event, rest bool, restEvents []*Event) {
 	clear(spare)
 	s.mu.Lock()
 	evs, s.queue = s.queue, spare[:0]
-	rest, restEvent = s.rest, s.restEvent
-	s.rest, s.restEvent = false, nil
+	rest, restEvents = s.rest, s.restEvents
+	s.rest = false
 	s.mu.Unlock()
-	return evs, rest, restEvent
+	return evs, rest, restEvents
+}
+
+// mine reports whether the stream's goroutine has the socket.
+func (s *subscriber) mine() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owned
 }
 
 // release gives the socket back to the fan-out, unless something came in

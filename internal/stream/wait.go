@@ -9,14 +9,17 @@ import (
 // on its context and its ready channel. With one (a hijacked connection),
 // an idle stream waits in the conn, which also notices a client that
 // leaves, and needs no second goroutine; but each such wait costs a read
-// system call and two deadline updates. A busy stream (its events come on
-// average closer together than directGap, see subscriber.offer) is likely
-// to be woken again soon (at 1,000 events/s, every millisecond), so it
-// waits on a channel for up to hotWait first, and only then in the conn: a
-// client that leaves a busy stream is noticed by its next write, or
-// hotWait later. A calm stream waits in the conn at once: a timer per wait
-// would cost more than the read.
-const hotWait = 20 * time.Millisecond
+// system call and two deadline updates, several times a plain wake-up.
+//
+// A stream likely to be woken again soon waits hot instead: on a channel
+// of its own, until the next wake-up. That is a busy stream (its events
+// come on average closer together than directGap, see subscriber.offer),
+// or any stream while the hub is behind (it queues for every stream then,
+// see newFan). A hot wait also ends at the heartbeat timer's next tick (a
+// sixteenth of the heartbeat interval): a stream that has gone calm, on a
+// hub that keeps up again, then waits in its conn. A client that leaves a
+// stream that waits hot is noticed by the stream's next write, or within
+// about a tick.
 
 // wake makes the stream's goroutine's next or current wait return.
 func (s *subscriber) wake() {
@@ -56,7 +59,8 @@ func (w *writer) wait(ctx context.Context) bool {
 	if s.pending.Swap(false) {
 		return ctx.Err() == nil
 	}
-	if s.busy() && w.waitHot() {
+	if s.busy(w.h.clock()) || w.h.behind() {
+		w.waitHot()
 		return ctx.Err() == nil
 	}
 	s.cold.Store(true)
@@ -65,22 +69,23 @@ func (w *writer) wait(ctx context.Context) bool {
 	return woken && ctx.Err() == nil
 }
 
-// waitHot waits on the stream's channel for up to hotWait and reports
-// whether it was woken.
-func (w *writer) waitHot() bool {
+// waitHot waits on the stream's channel until the stream is woken or the
+// heartbeat timer ticks.
+func (w *writer) waitHot() {
 	if w.hot == nil {
 		ch := make(chan struct{}, 1)
-		w.hot, w.hotTimer = ch, time.NewTimer(hotWait)
+		w.hot = ch
 		w.s.hot.Store(&ch)
-	} else {
-		w.hotTimer.Reset(hotWait)
+		// A wake-up between the check of pending and now went to the
+		// conn alone (wake saw no channel).
+		if w.s.pending.Swap(false) {
+			return
+		}
 	}
 	select {
 	case <-w.hot:
 		w.s.pending.Store(false) // the wake-up that sent it
-		return true
-	case <-w.hotTimer.C:
-		return false
+	case <-w.h.beats.rang():
 	}
 }
 
@@ -95,9 +100,10 @@ func (w *writer) tookHot() bool {
 }
 
 // busy reports whether the stream's events come closer together than
-// directGap on average.
-func (s *subscriber) busy() bool {
+// directGap on average, and the last one came within calmGap of now (on
+// the hub's clock): a stream whose events stopped is calm again.
+func (s *subscriber) busy(now time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.gap < directGap
+	return s.gap < directGap && now-s.lastOffer < calmGap
 }

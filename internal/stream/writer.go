@@ -18,8 +18,7 @@ type writer struct {
 	lastWrite time.Time     // when this goroutine's last write started
 	expiry    *time.Timer   // signals sigExpired; nil without Subscription.Expires
 	delay     *time.Timer   // wakes the stream when WriteDelay has passed; nil until needed
-	hot       chan struct{} // the stream's channel for short waits; nil until needed
-	hotTimer  *time.Timer   // ends a short wait
+	hot       chan struct{} // the stream's channel for hot waits; nil until needed
 	// replayCtx is the resume's replay context, which a stop cancels.
 	replayCtx context.Context
 	unwatch   func() bool // stops waking the stream when its context ends
@@ -51,7 +50,7 @@ func (w *writer) release() {
 		w.h.putBatch(w.b)
 		w.b = nil
 	}
-	for _, t := range []*time.Timer{w.expiry, w.delay, w.hotTimer} {
+	for _, t := range []*time.Timer{w.expiry, w.delay} {
 		if t != nil {
 			t.Stop()
 		}
@@ -128,17 +127,20 @@ func (w *writer) beat() error {
 	return nil
 }
 
-// finishRest writes what the fan-out left unwritten of a frame, and counts
-// its event (nil: not an event).
-func (w *writer) finishRest(ev *Event) error {
+// finishRest writes what the fan-out left unwritten, and counts evs, the
+// events in it.
+func (w *writer) finishRest(evs []*Event) error {
 	if err := w.send(nil); err != nil {
 		return err
 	}
-	if ev != nil {
-		w.sent++
-		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
+	bytes := 0
+	for _, ev := range evs {
+		bytes += len(ev.Frame)
 		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
 	}
+	w.sent += len(evs)
+	w.h.metrics.EventsSent(len(evs), 0, bytes)
+	clear(evs)
 	return nil
 }
 

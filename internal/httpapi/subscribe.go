@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -251,110 +249,6 @@ func (s *server) streamEnded(span trace.Span, sub stream.Subscription, res strea
 	span.End()
 	s.log.Debug("stream closed", "reason", res.Reason, "sent", res.Sent, "topics", len(sub.Topics))
 }
-
-// detach serves an HTTP/1.1 stream on its hijacked connection from a
-// goroutine of its own, and returns. The handler's goroutine, its stack and
-// net/http's per-connection buffers (about 10 KiB) are then released, and
-// writes skip two layers of buffering: a stream costs a small goroutine,
-// its queue and its socket. Chunked framing is written here (the headers,
-// sent before the hijack, announced it).
-//
-// The goroutine belongs to s: Shutdown waits for it, Close ends it.
-func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte, eventStream bool, span trace.Span) {
-	s.track(conn, true)
-	s.streams.Add(1)
-	go func() {
-		defer s.streams.Done()
-		defer s.limiter.release(ip)
-		defer s.track(conn, false)
-		ctx, cancel := context.WithCancel(trace.ContextWithSpan(context.Background(), span))
-		defer cancel()
-		// A client never sends anything after its request: a read that
-		// returns means it closed (or broke) the connection.
-		closed := make(chan struct{})
-		go func() {
-			defer close(closed)
-			var b [1]byte
-			_, _ = conn.Read(b[:])
-			cancel()
-		}()
-		cc := &chunkConn{conn: conn, head: head, crlf: [2]byte{'\r', '\n'}}
-		res := s.hub.Stream(ctx, cc, sub)
-		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-		switch s.streamEnd(res, cc.head == nil, eventStream) {
-		case endClose:
-		case endClean:
-			// The last chunk: the client sees a clean end after the last
-			// frame it was sent.
-			_, _ = conn.Write([]byte("0\r\n\r\n"))
-		case endError:
-			_ = writeError(conn, s.unavailable(res.Err))
-		case endReconnect:
-			_, _ = cc.Write(s.unavailableFrame(res.Err))
-		case endAbort:
-			// Closing the connection without the last chunk.
-		}
-		conn.Close()
-		<-closed
-		s.streamEnded(span, sub, res)
-	}()
-}
-
-// track adds or removes a hijacked connection, so Close can end them.
-func (s *server) track(conn net.Conn, add bool) {
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	if add {
-		s.conns[conn] = struct{}{}
-	} else {
-		delete(s.conns, conn)
-	}
-}
-
-// responseHead is the status line and headers of a stream's response, with
-// chunked framing, as net/http would have written them.
-func responseHead(h http.Header) []byte {
-	var b bytes.Buffer
-	b.WriteString("HTTP/1.1 200 OK\r\n")
-	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	h.Set("Transfer-Encoding", "chunked")
-	_ = h.Write(&b) // cannot fail on a bytes.Buffer
-	b.WriteString("\r\n")
-	return b.Bytes()
-}
-
-// chunkConn writes each Write as one HTTP/1.1 chunk with one writev, so the
-// shared event frame is never copied; the response head goes out with the
-// first one, so the client sees the response only once the stream is
-// subscribed. Flush has nothing to do.
-type chunkConn struct {
-	conn net.Conn
-	head []byte   // response head, until the first write
-	hdr  [18]byte // chunk size in hex and CRLF
-	crlf [2]byte
-	vec  [4][]byte
-	bufs net.Buffers
-}
-
-func (c *chunkConn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	hdr := strconv.AppendUint(c.hdr[:0], uint64(len(p)), 16)
-	c.vec = [4][]byte{c.head, append(hdr, '\r', '\n'), p, c.crlf[:]}
-	c.bufs = c.vec[:]
-	if c.head == nil {
-		c.bufs = c.vec[1:]
-	}
-	if _, err := c.bufs.WriteTo(c.conn); err != nil {
-		return 0, err
-	}
-	c.head = nil
-	return len(p), nil
-}
-
-func (c *chunkConn) Flush() error                       { return nil }
-func (c *chunkConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 
 // maxLastEventIDLen bounds a resume id (the service's are about 20 bytes).
 const maxLastEventIDLen = 256

@@ -2,7 +2,6 @@ package stream_test
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -41,12 +40,37 @@ func (c countConn) Write(p []byte) (int, error) {
 func (countConn) Flush() error                     { return nil }
 func (countConn) SetWriteDeadline(time.Time) error { return nil }
 
+// directCountConn is a countConn whose socket always takes a frame at
+// once, so the fan-out writes every event itself.
+type directCountConn struct{ countConn }
+
+func (c directCountConn) TryWrite(ev *stream.Event) bool {
+	_, _ = c.Write(ev.Frame)
+	return true
+}
+
+func (c directCountConn) TryWriteFrames(p []byte) int {
+	n, _ := c.Write(p)
+	return n
+}
+
 // BenchmarkFanout measures handing one event to N subscribers, including
-// their goroutines writing it. An op is one event; allocs/op covers every
+// their goroutines writing it (queued) or the fan-out writing it itself
+// (direct, a stream.DirectConn). An op is one event; allocs/op covers every
 // subscriber, so 0 allocs/op means nothing is allocated per delivery.
 func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{1_000, 10_000} {
-		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		n    int
+		conn func(countConn) stream.Conn
+	}{
+		{"subscribers=1000", 1_000, func(c countConn) stream.Conn { return c }},
+		{"subscribers=10000", 10_000, func(c countConn) stream.Conn { return c }},
+		{"subscribers=1000/direct", 1_000, func(c countConn) stream.Conn { return directCountConn{c} }},
+		{"subscribers=10000/direct", 10_000, func(c countConn) stream.Conn { return directCountConn{c} }},
+	} {
+		n := c.n
+		b.Run(c.name, func(b *testing.B) {
 			fb := &feedBroker{}
 			hub := stream.NewHub(fb, stream.NopMetrics{}, discardLogger(), stream.Options{ClientBuffer: 256})
 			var writes, bytes atomic.Int64
@@ -57,7 +81,7 @@ func BenchmarkFanout(b *testing.B) {
 					// Each stream has its own context, as each request does.
 					ctx, cancel := context.WithCancel(ctx)
 					defer cancel()
-					hub.Stream(ctx, countConn{&writes, &bytes}, stream.Subscription{Topics: []string{"t"}})
+					hub.Stream(ctx, c.conn(countConn{&writes, &bytes}), stream.Subscription{Topics: []string{"t"}})
 				})
 			}
 			// Wait for every first frame: all subscribers are registered.

@@ -10,6 +10,7 @@ package stream
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,9 @@ type Event struct {
 	Published time.Time
 	// Frame is the complete encoded event, ending in a blank line.
 	Frame []byte
+	// chunked is Frame as one HTTP/1.1 chunk (size line, Frame, CRLF), in
+	// the same array; nil for events built without NewEvent.
+	chunked []byte
 	// Trace is the context of the publish span (invalid when not traced).
 	Trace trace.SpanContext
 
@@ -113,8 +117,16 @@ func (e *Event) takeExemplar() trace.TraceID {
 	return e.Trace.TraceID()
 }
 
-// NewEvent builds an event and encodes its frame.
+// NewEvent builds an event and encodes its frame, once, in both forms.
 func NewEvent(id string, seq uint64, m Message, published time.Time) *Event {
+	n := EncodedLen(id, m.Type, m.Data)
+	buf := AppendEvent(make([]byte, chunkRoom, chunkRoom+n+2), id, m.Type, m.Data)
+	n = len(buf) - chunkRoom
+	buf = append(buf, '\r', '\n')
+	size := strconv.AppendUint(make([]byte, 0, chunkRoom), uint64(n), 16)
+	size = append(size, '\r', '\n')
+	start := chunkRoom - len(size)
+	copy(buf[start:], size)
 	return &Event{
 		ID:        id,
 		Seq:       seq,
@@ -122,8 +134,29 @@ func NewEvent(id string, seq uint64, m Message, published time.Time) *Event {
 		Type:      m.Type,
 		Published: published,
 		Trace:     m.Trace,
-		Frame:     AppendEvent(make([]byte, 0, EncodedLen(id, m.Type, m.Data)), id, m.Type, m.Data),
+		Frame:     buf[chunkRoom : chunkRoom+n : chunkRoom+n],
+		chunked:   buf[start:],
 	}
+}
+
+// chunkRoom is the room NewEvent leaves before a frame for its chunk's
+// size line: 8 hex digits and CRLF (frames stay far below 4 GiB).
+const chunkRoom = 10
+
+// Chunked returns the frame as one HTTP/1.1 chunk: its size in hex, CRLF,
+// the frame, CRLF. It is built once with the frame, in the same array, so
+// a connection that writes chunked framing itself sends a delivery as one
+// contiguous write. Nil for an event not built by NewEvent.
+func (e *Event) Chunked() []byte { return e.chunked }
+
+// FrameBytes is the memory the event's encoded forms hold.
+func (e *Event) FrameBytes() int {
+	if e.chunked != nil {
+		// The array also holds the room the size line did not use.
+		sizeLine := len(e.chunked) - len(e.Frame) - 2
+		return cap(e.chunked) + chunkRoom - sizeLine
+	}
+	return cap(e.Frame)
 }
 
 // TopicAlphabet names the characters a topic may hold, as error messages

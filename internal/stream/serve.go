@@ -8,18 +8,7 @@ import (
 	"os"
 	"syscall"
 	"time"
-
-	"go.opentelemetry.io/otel/trace"
 )
-
-// Conn is where one subscriber's bytes go: an HTTP response in production.
-// SetWriteDeadline may be called from another goroutine while Write blocks;
-// a deadline in the past must make the blocked Write return.
-type Conn interface {
-	Write(p []byte) (int, error)
-	Flush() error
-	SetWriteDeadline(t time.Time) error
-}
 
 // Subscription is what a client asked for.
 type Subscription struct {
@@ -74,45 +63,102 @@ var errNotStarted = fmt.Errorf("the broker has not started its feed yet: %w", Er
 // of the events it replays (the SDK keeps 128 links per span by default).
 const maxReplayLinks = 32
 
-// Stream serves one subscriber until the client goes away (ctx ends), it
-// is dropped, or the hub drains, and returns why it ended. The span in ctx,
-// if any, gets links to the publish spans of replayed events. The caller has
-// validated the topics and set up the response (conn may send its head with
-// the first write); Stream writes everything else: the first frame, the
-// replay, live events, heartbeats and the final retry.
+// Stream serves one subscriber until the client goes away (ctx ends, or
+// a Waiter conn reports it), it is dropped, or the hub drains, and returns
+// why it ended. The span in ctx, if any, gets links to the publish spans of
+// replayed events. The caller has validated the topics and set up the
+// response (conn may send its head with the first write); Stream writes
+// everything else: the first frame, the replay, live events, heartbeats and
+// the final retry.
+//
+// An idle stream's goroutine waits in run's loop, whose frames are small:
+// the work is done in calls that return before it waits, so the runtime
+// can shrink the stack of an idle stream to its minimum.
 func (h *Hub) Stream(ctx context.Context, conn Conn, sub Subscription) Result {
-	start := time.Now()
-	replayCtx, endReplay := context.WithCancel(ctx)
-	defer endReplay()
-	s := &subscriber{
-		ready:     make(chan struct{}, 1),
-		stopped:   make(chan struct{}),
-		conn:      conn,
-		endReplay: endReplay,
-	}
-	h.metrics.StreamOpened()
-	h.catchUp(ctx, sub.LastEventID)
-	head, started := h.register(s, sub.Topics)
-	w := &writer{h: h, s: s}
+	w, head, started := h.open(ctx, conn, &sub)
 	var reason CloseReason
 	if sub.LastEventID != "" && !started {
 		// The broker has not told where its events end yet: a resume
 		// cannot be served now (the client is answered 503 and retries).
 		reason, w.err = ClosedUnavailable, errNotStarted
 	} else {
-		reason = h.serve(ctx, replayCtx, w, sub, head)
+		reason = h.run(ctx, w, &sub, head)
 	}
-	h.unregister(s, sub.Topics)
-	h.metrics.StreamClosed(reason, time.Since(start))
-	return Result{Reason: reason, Sent: w.sent, Replayed: w.replayed, Err: w.err}
+	return h.close(w, &sub, reason)
 }
 
-// serve writes the first frame, the replay (under replayCtx, which a stop
-// cancels) and then live events until the stream ends.
-func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) CloseReason {
-	s := w.s
-	defer w.release()
+// open registers a new subscriber on conn and returns its writer, the
+// newest event it will not be sent live, and whether the broker started.
+func (h *Hub) open(ctx context.Context, conn Conn, sub *Subscription) (*writer, Position, bool) {
+	// The stream's goroutine owns the socket until its first frame and
+	// replay are written: live events queue behind them.
+	// A new stream counts as calm (its events written by the fan-out)
+	// until they come closer together than directGap.
+	s := &subscriber{conn: conn, owned: true, gap: calmGap, lastOffer: h.clock()}
+	w := &writer{h: h, s: s, opened: time.Now()}
+	if wt, ok := conn.(Waiter); ok {
+		s.waiter = wt
+		if ctx.Done() != nil {
+			w.unwatch = context.AfterFunc(ctx, s.wake)
+		}
+	} else {
+		s.ready = make(chan struct{}, 1)
+	}
+	if d, ok := conn.(DirectConn); ok && h.opts.WriteDelay == 0 {
+		s.direct = d
+	}
+	w.replayCtx = ctx
+	if sub.LastEventID != "" {
+		w.replayCtx, s.endReplay = context.WithCancel(ctx)
+	}
+	h.metrics.StreamOpened()
+	// A resume past this replica's head waits (briefly) for the broker
+	// to catch up first (see Hub.catchUp).
+	h.catchUp(ctx, sub.LastEventID)
+	head, started := h.register(s, sub.Topics)
+	return w, head, started
+}
 
+// close unregisters the stream and sums up how it went.
+func (h *Hub) close(w *writer, sub *Subscription, reason CloseReason) Result {
+	s := w.s
+	w.release()
+	h.beats.cancel(s)
+	if s.endReplay != nil {
+		s.endReplay()
+	}
+	if w.unwatch != nil {
+		w.unwatch()
+	}
+	h.unregister(s, sub.Topics)
+	h.metrics.StreamClosed(reason, time.Since(w.opened))
+	s.mu.Lock()
+	sent := w.sent + s.directSent
+	s.mu.Unlock()
+	return Result{Reason: reason, Sent: sent, Replayed: w.replayed, Err: w.err}
+}
+
+// run writes the first frame and the replay, then live events until the
+// stream ends.
+func (h *Hub) run(ctx context.Context, w *writer, sub *Subscription, head Position) CloseReason {
+	if reason, ok := h.begin(ctx, w, sub, head); !ok {
+		return reason
+	}
+	for {
+		if reason, done := h.step(ctx, w, sub); done {
+			return reason
+		}
+		if !w.wait(ctx) {
+			return ClosedByClient
+		}
+	}
+}
+
+// begin writes the first frame and the replay (under w.replayCtx, which a
+// stop cancels), and starts the stream's timers. ok is false when the
+// stream must end with reason.
+func (h *Hub) begin(ctx context.Context, w *writer, sub *Subscription, head Position) (reason CloseReason, ok bool) {
+	s := w.s
 	// The first frame: retry:, a comment, and the stream's position, so a
 	// client cut off before any event still resumes exactly. A new stream
 	// starts at the newest event (everything after it is queued for it); a
@@ -130,98 +176,79 @@ func (h *Hub) serve(ctx, replayCtx context.Context, w *writer, sub Subscription,
 	// Otherwise there is no position to give: the broker has not started,
 	// or the resume id cannot be echoed (its sse-gap follows at once).
 	if sub.LastEventID != "" {
-		if reason, ok := h.replay(ctx, replayCtx, w, sub, head); !ok {
-			return reason
+		if reason, ok := h.watchedReplay(ctx, w.replayCtx, w, *sub, head); !ok {
+			return reason, false
 		}
 	}
 	if err := w.flush(); err != nil {
-		return h.writeFailed(ctx, s, err)
+		return h.writeFailed(ctx, s, err), false
 	}
-
-	// The heartbeat timer is not reset on every write (that costs a timer
-	// update per delivery): when it fires, it sends a heartbeat only if the
-	// stream has been silent for the whole interval, and otherwise re-arms
-	// for the rest of it.
-	heartbeat := time.NewTimer(h.opts.HeartbeatInterval)
-	defer heartbeat.Stop()
-	var expired <-chan time.Time
+	// The timers only signal the stream's goroutine: it is the only
+	// writer besides the fan-out. The heartbeat is not rescheduled on
+	// every write (that would cost a timer update per delivery): when it
+	// comes, a heartbeat goes out only if the stream has been silent for
+	// the whole interval, and otherwise it is rescheduled for the rest.
+	h.beats.schedule(s, h.clock()+h.opts.HeartbeatInterval)
 	if !sub.Expires.IsZero() {
-		t := time.NewTimer(time.Until(sub.Expires))
-		defer t.Stop()
-		expired = t.C
+		w.expiry = time.AfterFunc(time.Until(sub.Expires), func() { s.signal(sigExpired) })
 	}
-	// With a WriteDelay, events that come too soon after a write wait in
-	// the pending batch for this timer; delayed is nil while none wait,
-	// and ready is nil while they do (new events just queue up).
-	var delay *time.Timer
-	var delayed <-chan time.Time
-	ready := s.ready
-	var evs []*Event // the slice last taken from the queue, reused
+	return "", true
+}
+
+// step does what the stream's goroutine was woken for, while it owns the
+// socket: a stop, an expiry, a heartbeat, the rest of a frame the fan-out
+// began, queued events. It gives the socket back to the fan-out when
+// nothing is left (or keeps it while events wait for WriteDelay) and
+// returns; done is true when the stream must end with reason.
+func (h *Hub) step(ctx context.Context, w *writer, sub *Subscription) (reason CloseReason, done bool) {
+	s := w.s
+	if !s.mine() {
+		// A wake-up left from before the goroutine last gave the socket
+		// back: the fan-out may be writing.
+		return "", false
+	}
 	for {
-		select {
-		case <-ctx.Done():
-			return ClosedByClient
-		case <-s.stopped:
+		if s.stopped() {
 			if s.dropped() {
-				return DroppedSlow
+				return DroppedSlow, true
 			}
 			b := w.pending()
 			b.buf = AppendReconnect(b.buf, rand.N(h.opts.ReconnectJitter)+time.Millisecond, ReconnectDraining)
 			if err := w.flush(); err != nil {
-				return h.writeFailed(ctx, s, err)
+				return h.writeFailed(ctx, s, err), true
 			}
-			return DroppedShutdown
-		case now := <-heartbeat.C:
-			if silent := now.Sub(w.lastWrite); silent < h.opts.HeartbeatInterval {
-				heartbeat.Reset(h.opts.HeartbeatInterval - silent)
-				continue
-			}
-			w.append(heartbeatFrame)
-			if err := w.flush(); err != nil {
-				return h.writeFailed(ctx, s, err)
-			}
-			h.metrics.HeartbeatSent()
-			heartbeat.Reset(h.opts.HeartbeatInterval)
-		case <-ready:
-			evs = s.take(evs)
-			if len(evs) == 0 {
-				continue
-			}
-			if wait := h.opts.WriteDelay - time.Since(w.lastWrite); h.opts.WriteDelay > 0 && wait > 0 {
-				if err := w.addLive(evs); err != nil {
-					return h.writeFailed(ctx, s, err)
-				}
-				if w.b != nil { // hold the rest until the delay has passed
-					if delay == nil {
-						delay = time.NewTimer(wait)
-						defer delay.Stop()
-					} else {
-						delay.Reset(wait)
-					}
-					delayed, ready = delay.C, nil
-				}
-				continue
-			}
-			if err := w.writeLive(evs); err != nil {
-				return h.writeFailed(ctx, s, err)
-			}
-		case <-expired:
+			return DroppedShutdown, true
+		}
+		sig := s.signals.Swap(0)
+		if sig&sigExpired != 0 {
 			// What is already batched goes out first; what is still queued
 			// is replayed when the client comes back with its last id.
 			w.append(authExpiredFrame(sub.Expires))
 			if err := w.flush(); err != nil {
-				return h.writeFailed(ctx, s, err)
+				return h.writeFailed(ctx, s, err), true
 			}
-			return ClosedAuthExpired
-		case <-delayed:
-			delayed, ready = nil, s.ready
-			evs = s.take(evs)
-			if err := w.addLive(evs); err != nil {
-				return h.writeFailed(ctx, s, err)
+			return ClosedAuthExpired, true
+		}
+		if sig&sigHeartbeat != 0 {
+			if err := w.beat(); err != nil {
+				return h.writeFailed(ctx, s, err), true
 			}
-			if err := w.flush(); err != nil {
-				return h.writeFailed(ctx, s, err)
+		}
+		var rest bool
+		var restEvents []*Event
+		w.evs, rest, restEvents = s.take(w.evs)
+		if rest {
+			if err := w.finishRest(restEvents); err != nil {
+				return h.writeFailed(ctx, s, err), true
 			}
+		}
+		if err := w.live(w.evs); err != nil {
+			return h.writeFailed(ctx, s, err), true
+		}
+		// Events held for WriteDelay keep the socket: new ones queue
+		// behind them and the delay's timer wakes this goroutine.
+		if w.b != nil || s.release() {
+			return "", false
 		}
 	}
 }
@@ -242,70 +269,4 @@ func (h *Hub) writeFailed(ctx context.Context, s *subscriber, err error) CloseRe
 	}
 	h.log.Debug("stream write failed", "err", err)
 	return DroppedWriteErr
-}
-
-// replay writes the retained events after sub.LastEventID up to head, or
-// an sse-gap event when they cannot be replayed. ok is false when the
-// stream must end with reason. A stop (drain, drop) cancels replayCtx: the
-// replay ends at once and the serve loop ends the stream for the stop.
-func (h *Hub) replay(ctx, replayCtx context.Context, w *writer, sub Subscription, head Position) (reason CloseReason, ok bool) {
-	span := trace.SpanFromContext(ctx)
-	links := 0
-	budget := h.opts.ReplayMaxBytes
-	err := h.broker.Replay(replayCtx, sub.Topics, sub.LastEventID, head.Seq, func(ev *Event) error {
-		if budget -= len(ev.Frame); budget < 0 {
-			return errReplayLimit
-		}
-		if err := h.paceReplay(replayCtx, len(ev.Frame)); err != nil {
-			return err
-		}
-		if links < maxReplayLinks && ev.Trace.IsValid() && span.IsRecording() {
-			span.AddLink(trace.Link{SpanContext: ev.Trace})
-			links++
-		}
-		return w.appendReplayed(ev)
-	})
-	if errors.Is(err, errReplayLimit) {
-		// What was sent stays sent; the gap moves the client to the head.
-		err = &GapError{LastEventID: sub.LastEventID, Reason: GapReplayLimit}
-	}
-	var gap *GapError
-	switch {
-	case err == nil:
-		return "", true
-	case errors.As(err, &gap):
-		b := w.pending()
-		b.buf = appendGap(b.buf, head.ID, gap)
-		return "", true
-	case ctx.Err() != nil:
-		return ClosedByClient, false
-	case w.s.why.Load() != stopNone:
-		return "", true
-	case errors.Is(err, ErrUnavailable):
-		w.err = err // the HTTP answer (503) is logged with it
-		return ClosedUnavailable, false
-	default:
-		return h.writeFailed(ctx, w.s, err), false
-	}
-}
-
-// errReplayLimit stops a replay at Options.ReplayMaxBytes.
-var errReplayLimit = errors.New("replay over its byte limit")
-
-// paceReplay waits until the shared replay budget allows n more bytes.
-func (h *Hub) paceReplay(ctx context.Context, n int) error {
-	if h.replays == nil {
-		return nil
-	}
-	for n > 0 {
-		k := min(n, h.replays.Burst())
-		if err := h.replays.WaitN(ctx, k); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("replay budget: %w", err)
-		}
-		n -= k
-	}
-	return nil
 }

@@ -242,3 +242,25 @@ func wantParsedData(data string) string {
 	s = strings.ReplaceAll(s, "\r\n", "\n")
 	return strings.ReplaceAll(s, "\r", "\n")
 }
+
+// An event's chunked form is its frame as one HTTP/1.1 chunk, whatever the
+// size line's length, and FrameBytes counts the array both share.
+func TestChunkedFormIsTheFrameAsOneChunk(t *testing.T) {
+	for _, size := range []int{0, 1, 15, 16, 255, 256, 4095, 4096, 70000} {
+		ev := NewEvent("id-1", 1, Message{Topic: "t", Data: strings.Repeat("x", size)}, time.Now())
+		want := fmt.Sprintf("%x\r\n%s\r\n", len(ev.Frame), ev.Frame)
+		if got := string(ev.Chunked()); got != want {
+			t.Errorf("data of %d bytes: chunked form %q, want %q", size, got, want)
+		}
+		if got, want := ev.FrameBytes(), chunkRoom+len(ev.Frame)+2; got != want {
+			t.Errorf("data of %d bytes: FrameBytes %d, want %d", size, got, want)
+		}
+		if cap(ev.Frame) != len(ev.Frame) {
+			t.Errorf("data of %d bytes: the frame's capacity reaches into the chunk's end", size)
+		}
+	}
+	gap := &Event{Frame: []byte("data: x\n\n")}
+	if gap.Chunked() != nil || gap.FrameBytes() != cap(gap.Frame) {
+		t.Errorf("an event built without NewEvent: chunked %q, FrameBytes %d", gap.Chunked(), gap.FrameBytes())
+	}
+}

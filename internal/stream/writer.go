@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -12,8 +13,16 @@ import (
 type writer struct {
 	h         *Hub
 	s         *subscriber
-	b         *batch    // nil unless frames are pending
-	lastWrite time.Time // when the last write started
+	b         *batch        // nil unless frames are pending
+	evs       []*Event      // the slice last taken from the queue, reused
+	lastWrite time.Time     // when this goroutine's last write started
+	expiry    *time.Timer   // signals sigExpired; nil without Subscription.Expires
+	delay     *time.Timer   // wakes the stream when WriteDelay has passed; nil until needed
+	hot       chan struct{} // the stream's channel for hot waits; nil until needed
+	// replayCtx is the resume's replay context, which a stop cancels.
+	replayCtx context.Context
+	unwatch   func() bool // stops waking the stream when its context ends
+	opened    time.Time
 	deadline  time.Time // the write deadline last set on the conn
 	sent      int       // events written
 	replayed  int       // of which from history
@@ -35,11 +44,16 @@ func (w *writer) pending() *batch {
 	return w.b
 }
 
-// release returns a batch that was not flushed.
+// release returns a batch that was not flushed and stops the timers.
 func (w *writer) release() {
 	if w.b != nil {
 		w.h.putBatch(w.b)
 		w.b = nil
+	}
+	for _, t := range []*time.Timer{w.expiry, w.delay} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 }
 
@@ -64,6 +78,69 @@ func (w *writer) appendReplayed(ev *Event) error {
 	b := w.pending()
 	b.buf = append(b.buf, ev.Frame...)
 	b.replayed++
+	return nil
+}
+
+// live writes evs at once, or, with a WriteDelay that has not passed since
+// the last write, adds them to the batch held until it has (the delay's
+// timer then wakes the stream).
+func (w *writer) live(evs []*Event) error {
+	d := w.h.opts.WriteDelay
+	if d <= 0 {
+		if len(evs) == 0 {
+			return nil
+		}
+		return w.writeLive(evs)
+	}
+	if err := w.addLive(evs); err != nil {
+		return err
+	}
+	if w.b == nil {
+		return nil
+	}
+	if wait := d - time.Since(w.lastWrite); wait > 0 {
+		if w.delay == nil {
+			s := w.s
+			w.delay = time.AfterFunc(wait, func() { s.signal(0) })
+		} else {
+			w.delay.Reset(wait)
+		}
+		return nil
+	}
+	return w.flush()
+}
+
+// beat writes a heartbeat if the stream has been silent for the whole
+// interval, and schedules the next check for when the next one may be due.
+func (w *writer) beat() error {
+	interval := w.h.opts.HeartbeatInterval
+	if last := time.Duration(w.s.lastWrite.Load()); w.h.clock()-last < interval {
+		w.h.beats.schedule(w.s, last+interval)
+		return nil
+	}
+	w.append(heartbeatFrame)
+	if err := w.flush(); err != nil {
+		return err
+	}
+	w.h.metrics.HeartbeatSent()
+	w.h.beats.schedule(w.s, w.h.clock()+interval)
+	return nil
+}
+
+// finishRest writes what the fan-out left unwritten, and counts evs, the
+// events in it.
+func (w *writer) finishRest(evs []*Event) error {
+	if err := w.send(nil); err != nil {
+		return err
+	}
+	bytes := 0
+	for _, ev := range evs {
+		bytes += len(ev.Frame)
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
+	}
+	w.sent += len(evs)
+	w.h.metrics.EventsSent(len(evs), 0, bytes)
+	clear(evs)
 	return nil
 }
 
@@ -122,13 +199,14 @@ func (w *writer) flush() error {
 	return nil
 }
 
-// send writes p and flushes it. The deadline is moved only when less than
+// send writes p (nothing when nil) and flushes the conn. The deadline is moved only when less than
 // half of WriteTimeout is left (moving it costs a timer update per write),
 // so a write that cannot complete fails after between half and all of
 // WriteTimeout.
 func (w *writer) send(p []byte) error {
 	now := time.Now()
 	w.lastWrite = now
+	w.s.lastWrite.Store(int64(now.Sub(w.h.epoch)))
 	if w.deadline.Sub(now) < w.h.opts.WriteTimeout/2 {
 		w.deadline = now.Add(w.h.opts.WriteTimeout)
 		if err := w.s.conn.SetWriteDeadline(w.deadline); err != nil {
@@ -140,8 +218,10 @@ func (w *writer) send(p []byte) error {
 	if w.s.dropped() {
 		return errDropped
 	}
-	if _, err := w.s.conn.Write(p); err != nil {
-		return fmt.Errorf("write: %w", err)
+	if p != nil {
+		if _, err := w.s.conn.Write(p); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
 	}
 	if err := w.s.conn.Flush(); err != nil {
 		return fmt.Errorf("flush: %w", err)

@@ -245,7 +245,7 @@ const topicCost = int64(unsafe.Sizeof(history{})) + 64
 // frame, its strings, the event itself and its places in the queues.
 func EventCost(ev *stream.Event) int64 {
 	return int64(unsafe.Sizeof(stream.Event{})+unsafe.Sizeof(retained{})+unsafe.Sizeof(ev)) +
-		int64(cap(ev.Frame)+len(ev.ID)+len(ev.Topic)+len(ev.Type))
+		int64(ev.FrameBytes()+len(ev.ID)+len(ev.Topic)+len(ev.Type))
 }
 
 // store adds ev to its topic's history and to the queue, then evicts the

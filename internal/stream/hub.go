@@ -416,15 +416,15 @@ func (h *Hub) newFan() fan {
 // keeps up, and the next one starts about a millisecond later.
 const backToBack = 200 * time.Microsecond
 
-// clock returns the time for the next direct write.
-func (f *fan) clock() time.Time {
+// tick moves f.now on for the next direct write: a clock read every
+// clockEvery calls, with a look at the publishes waiting.
+func (f *fan) tick() {
 	if f.reads++; f.reads == clockEvery {
 		f.now, f.reads = time.Now(), 0
 		if f.publishing.Load() > 1 {
 			f.direct = false
 		}
 	}
-	return f.now
 }
 
 // fanned ends a fan-out: it counts its direct writes of ev in the

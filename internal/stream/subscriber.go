@@ -93,7 +93,10 @@ func (s *subscriber) offer(ev *Event, limit int, epoch time.Time, f *fan) (wrote
 	s.gap += (min(f.at-s.lastOffer, calmGap) - s.gap) / gapWeight
 	s.lastOffer = f.at
 	if !s.owned && s.direct != nil && s.gap >= directGap {
-		if now := f.clock(); f.direct && now.Before(f.until) {
+		if f.direct {
+			f.tick() // may find the hub behind
+		}
+		if now := f.now; f.direct && now.Before(f.until) {
 			// Written by the fan-out itself.
 			s.lastWrite.Store(int64(now.Sub(epoch)))
 			if s.direct.TryWrite(ev) {

@@ -382,8 +382,20 @@ type fan struct {
 	sent  int // direct writes not yet counted in the metrics
 	// publishing is the hub's count of publishes waiting for the broker:
 	// checked with the clock, a fan-out that finds others waiting stops
-	// writing itself (see newFan).
-	publishing *atomic.Int32
+	// writing itself (see newFan). behindUntil is the hub's.
+	publishing  *atomic.Int32
+	behindUntil *atomic.Int64
+}
+
+// behind notes that the fan-out queued for a stream it would have written
+// to: streams wait hot for behindHold (see Hub.behind). It is noted before
+// the stream is woken, so the stream's goroutine sees it when it next
+// waits.
+func (f *fan) behind() {
+	if !f.late {
+		f.late = true
+		f.behindUntil.Store(int64(f.at + behindHold))
+	}
 }
 
 // clockEvery is how many direct writes share one clock read: at about 10
@@ -406,7 +418,7 @@ func (h *Hub) newFan() fan {
 	direct := now.Sub(h.fanEnd) >= backToBack && h.publishing.Load() <= 1
 	return fan{
 		at: now.Sub(h.epoch), direct: direct, until: now.Add(directBudget),
-		now: now, publishing: &h.publishing,
+		now: now, publishing: &h.publishing, behindUntil: &h.behindUntil,
 	}
 }
 
@@ -428,15 +440,12 @@ func (f *fan) tick() {
 }
 
 // fanned ends a fan-out: it counts its direct writes of ev in the
-// metrics, at once, and notes when the hub was behind. h.mu must be held.
+// metrics, at once, and notes when it ended. h.mu must be held.
 func (h *Hub) fanned(f *fan, ev *Event) {
 	if f.sent > 0 {
 		h.metrics.EventsSent(f.sent, 0, f.sent*len(ev.Frame))
 	}
 	h.fanEnd = time.Now()
-	if f.late {
-		h.behindUntil.Store(int64(h.fanEnd.Sub(h.epoch) + behindHold))
-	}
 }
 
 // behindHold is how long streams wait on a channel after the hub was last

@@ -86,8 +86,8 @@ const (
 // before f.until; else queued for the stream's goroutine unless limit
 // events already wait. It returns when ev was written whole (zero when it
 // was not) and whether it was taken at all (false: s overflowed). epoch is
-// the hub's. f.late is set when s would have been written but the fan-out
-// had to queue it.
+// the hub's. f.behind is called when s would have been written but the
+// fan-out had to queue it.
 func (s *subscriber) offer(ev *Event, limit int, epoch time.Time, f *fan) (wrote time.Time, ok bool) {
 	s.mu.Lock()
 	s.gap += (min(f.at-s.lastOffer, calmGap) - s.gap) / gapWeight
@@ -111,7 +111,7 @@ func (s *subscriber) offer(ev *Event, limit int, epoch time.Time, f *fan) (wrote
 			s.wake()
 			return time.Time{}, true
 		}
-		f.late = true // past the budget, or the hub was behind already
+		f.behind() // past the budget, or the hub was behind already
 	}
 	if len(s.queue) >= limit {
 		s.mu.Unlock()

@@ -273,7 +273,8 @@ func (f feed) Deliver(ev *Event) {
 // held.
 func (h *Hub) late(ev *Event) {
 	var gap *Event
-	f, g := h.newFan(), h.newFan()
+	var g fan // the gap's fan-out, started with it
+	f := h.newFan()
 	for s, m := range h.topics[ev.Topic] {
 		switch {
 		case ev.Seq <= m.from:
@@ -282,6 +283,7 @@ func (h *Hub) late(ev *Event) {
 		default:
 			if gap == nil {
 				gap = gapEvent(h.head, &GapError{LastEventID: ev.ID, Reason: GapLate})
+				g = h.newFan()
 			}
 			h.offer(s, gap, &g)
 		}
@@ -379,12 +381,8 @@ type fan struct {
 	// delivery besides its system call.
 	now   time.Time
 	reads int
-	sent  int // direct writes not yet counted in the metrics
-	// publishing is the hub's count of publishes waiting for the broker:
-	// checked with the clock, a fan-out that finds others waiting stops
-	// writing itself (see newFan). behindUntil is the hub's.
-	publishing  *atomic.Int32
-	behindUntil *atomic.Int64
+	sent  int  // direct writes not yet counted in the metrics
+	h     *Hub // whose publishes waiting and behindUntil the fan-out reads and sets
 }
 
 // behind notes that the fan-out queued for a stream it would have written
@@ -394,7 +392,7 @@ type fan struct {
 func (f *fan) behind() {
 	if !f.late {
 		f.late = true
-		f.behindUntil.Store(int64(f.at + behindHold))
+		f.h.behindUntil.Store(int64(f.at + behindHold))
 	}
 }
 
@@ -418,7 +416,7 @@ func (h *Hub) newFan() fan {
 	direct := now.Sub(h.fanEnd) >= backToBack && h.publishing.Load() <= 1
 	return fan{
 		at: now.Sub(h.epoch), direct: direct, until: now.Add(directBudget),
-		now: now, publishing: &h.publishing, behindUntil: &h.behindUntil,
+		now: now, h: h,
 	}
 }
 
@@ -433,7 +431,9 @@ const backToBack = 200 * time.Microsecond
 func (f *fan) tick() {
 	if f.reads++; f.reads == clockEvery {
 		f.now, f.reads = time.Now(), 0
-		if f.publishing.Load() > 1 {
+		// A fan-out that finds other publishes waiting stops writing
+		// itself (see newFan).
+		if f.h.publishing.Load() > 1 {
 			f.direct = false
 		}
 	}

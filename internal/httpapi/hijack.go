@@ -111,14 +111,15 @@ func responseHead(h http.Header) []byte {
 // nothing after its request), and Wake interrupts it with a read deadline
 // in the past. An idle stream is then one goroutine, blocked in that read.
 //
-// A delivery written by the fan-out reads only the first fields (raw's
-// first ones, then held): with a thousand streams, each field of another
-// cache line would be one more memory access per delivery.
+// A delivery written by the fan-out reads only held and raw's first fields:
+// they share the struct's first 64 bytes (TestDirectWriteReadsOneLine), as
+// with a thousand streams each field of another cache line is one more
+// memory access per delivery.
 type chunkConn struct {
-	raw rawSocket // non-blocking writes to conn's socket
 	// held: the head or the rest of a chunk waits in bufs; TryWrite then
 	// defers to it.
 	held  bool
+	raw   rawSocket // non-blocking writes to conn's socket
 	conn  net.Conn
 	head  []byte   // response head, until the first write
 	hdr   [18]byte // chunk size in hex and CRLF

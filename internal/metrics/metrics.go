@@ -24,7 +24,7 @@ type Metrics struct {
 	replayed       prometheus.Counter
 	bytes          prometheus.Counter
 	heartbeats     prometheus.Counter
-	delivery       prometheus.Histogram
+	delivery       *latencyHistogram
 	connDuration   prometheus.Histogram
 	connectionsFor map[stream.ConnResult]prometheus.Counter
 	maxConns       prometheus.Gauge
@@ -60,11 +60,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sse_heartbeats_sent_total", Help: "Heartbeat comments written to idle streams.",
 		}),
-		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "sse_event_delivery_seconds",
-			Help:    "Time from a publish being accepted to the event being written to a stream.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}),
+		delivery: newLatencyHistogram("sse_event_delivery_seconds",
+			"Time from a publish being accepted to the event being written to a stream.",
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 		connDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sse_connection_duration_seconds",
 			Help:    "Lifetime of event streams.",
@@ -145,13 +143,9 @@ func (m *Metrics) EventsSent(events, replayed, bytes int) {
 }
 
 // Delivered implements stream.Metrics. The exemplar, when valid, links
-// the observation to the publish's trace.
-func (m *Metrics) Delivered(latency time.Duration, exemplar trace.TraceID) {
-	if !exemplar.IsValid() {
-		m.delivery.Observe(latency.Seconds())
-		return
-	}
-	m.delivery.(prometheus.ExemplarObserver).ObserveWithExemplar(latency.Seconds(), prometheus.Labels{"trace_id": exemplar.String()})
+// one of the n observations to the publish's trace.
+func (m *Metrics) Delivered(latency time.Duration, n int, exemplar trace.TraceID) {
+	m.delivery.observe(latency, n, exemplar)
 }
 
 // SetMaxConnections records the connection limit in force (0: none).

@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -191,7 +192,7 @@ func TestMetricsPassLint(t *testing.T) {
 	// Exercise every series so lint sees them with data.
 	m.StreamOpened()
 	m.StreamClosed(stream.DroppedSlow, 3*time.Second)
-	m.Delivered(time.Millisecond, trace.TraceID{})
+	m.Delivered(time.Millisecond, 1, trace.TraceID{})
 	m.Request("/v1/events", "POST", 201, time.Millisecond)
 	m.PublishFailed("invalid")
 	problems, err := testutil.GatherAndLint(reg)
@@ -299,7 +300,7 @@ func TestEachMethodChangesExactlyItsSeries(t *testing.T) {
 		},
 		{
 			name: "Delivered",
-			call: func(m *Metrics) { m.Delivered(250*time.Millisecond, trace.TraceID{}) },
+			call: func(m *Metrics) { m.Delivered(250*time.Millisecond, 1, trace.TraceID{}) },
 			want: map[string]float64{"sse_event_delivery_seconds_count": 1, "sse_event_delivery_seconds_sum": 0.25},
 		},
 		{
@@ -323,8 +324,8 @@ func TestEachMethodChangesExactlyItsSeries(t *testing.T) {
 
 func TestDeliveryHistogramResolvesSubMillisecondLatency(t *testing.T) {
 	m, reg := newMetrics(t)
-	m.Delivered(300*time.Microsecond, trace.TraceID{})
-	m.Delivered(3*time.Millisecond, trace.TraceID{})
+	m.Delivered(300*time.Microsecond, 1, trace.TraceID{})
+	m.Delivered(3*time.Millisecond, 1, trace.TraceID{})
 	h := gather(t, reg)["sse_event_delivery_seconds"].GetMetric()[0].GetHistogram()
 	want := map[float64]uint64{0.0005: 1, 0.001: 1, 0.0025: 1, 0.005: 2, 10: 2}
 	for _, b := range h.GetBucket() {
@@ -335,6 +336,61 @@ func TestDeliveryHistogramResolvesSubMillisecondLatency(t *testing.T) {
 	}
 	if len(want) != 0 {
 		t.Fatalf("missing buckets %v", want)
+	}
+}
+
+// TestDeliveryHistogramTakesBatches checks the histogram a fan-out feeds
+// with n writes at a time: each lands in the bucket whose bound is the
+// first at or above it (le, bounds included), the count is the total of n,
+// the sum adds n times the latency, and a valid trace id becomes the
+// bucket's exemplar.
+func TestDeliveryHistogramTakesBatches(t *testing.T) {
+	traced := trace.TraceID{1, 2, 3}
+	for _, tt := range []struct {
+		name    string
+		latency time.Duration
+		n       int
+		trace   trace.TraceID
+		le      float64 // the lowest bucket that counts it
+		count   uint64
+	}{
+		{"one below the first bound", 100 * time.Microsecond, 1, trace.TraceID{}, 0.0005, 1},
+		{"on a bound counts in it", time.Millisecond, 7, trace.TraceID{}, 0.001, 7},
+		{"just past a bound", time.Millisecond + time.Nanosecond, 3, trace.TraceID{}, 0.0025, 3},
+		{"a batch with a trace", 40 * time.Millisecond, 250, traced, 0.05, 250},
+		{"past the last bound", 11 * time.Second, 2, trace.TraceID{}, math.Inf(1), 2},
+		{"nothing", time.Millisecond, 0, traced, 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m, reg := newMetrics(t)
+			m.Delivered(tt.latency, tt.n, tt.trace)
+			h := gather(t, reg)["sse_event_delivery_seconds"].GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != tt.count {
+				t.Errorf("count %d, want %d", h.GetSampleCount(), tt.count)
+			}
+			if want := tt.latency.Seconds() * float64(tt.count); math.Abs(h.GetSampleSum()-want) > 1e-9 {
+				t.Errorf("sum %v, want %v", h.GetSampleSum(), want)
+			}
+			exemplars := 0
+			for _, b := range h.GetBucket() {
+				want := uint64(0)
+				if b.GetUpperBound() >= tt.le && tt.count > 0 {
+					want = tt.count
+				}
+				if b.GetCumulativeCount() != want {
+					t.Errorf("bucket le=%v holds %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
+				}
+				if e := b.GetExemplar(); e != nil {
+					exemplars++
+					if b.GetUpperBound() != tt.le || e.GetValue() != tt.latency.Seconds() || e.GetLabel()[0].GetValue() != traced.String() {
+						t.Errorf("exemplar %v in bucket le=%v", e, b.GetUpperBound())
+					}
+				}
+			}
+			if want := map[bool]int{true: 1}[tt.trace.IsValid() && tt.count > 0 && !math.IsInf(tt.le, 1)]; exemplars != want {
+				t.Errorf("%d exemplars, want %d", exemplars, want)
+			}
+		})
 	}
 }
 

@@ -381,8 +381,31 @@ type fan struct {
 	// delivery besides its system call.
 	now   time.Time
 	reads int
-	sent  int  // direct writes not yet counted in the metrics
-	h     *Hub // whose publishes waiting and behindUntil the fan-out reads and sets
+	sent  int // direct writes not yet counted in the metrics
+	// timed direct writes, all at timedAt, are not yet observed in the
+	// delivery histogram: writes that share a clock reading share their
+	// latency, and are observed together.
+	timed   int
+	timedAt time.Time
+	h       *Hub // whose publishes waiting and behindUntil the fan-out reads and sets
+}
+
+// wrote counts a direct write of ev at when.
+func (f *fan) wrote(when time.Time, ev *Event) {
+	if f.timed > 0 && !when.Equal(f.timedAt) {
+		f.observe(ev)
+	}
+	f.timed, f.timedAt = f.timed+1, when
+	f.sent++
+}
+
+// observe puts the direct writes not yet observed in the delivery
+// histogram.
+func (f *fan) observe(ev *Event) {
+	if f.timed > 0 {
+		f.h.metrics.Delivered(f.timedAt.Sub(ev.Published), f.timed, ev.takeExemplar())
+		f.timed = 0
+	}
 }
 
 // behind notes that the fan-out queued for a stream it would have written
@@ -442,6 +465,7 @@ func (f *fan) tick() {
 // fanned ends a fan-out: it counts its direct writes of ev in the
 // metrics, at once, and notes when it ended. h.mu must be held.
 func (h *Hub) fanned(f *fan, ev *Event) {
+	f.observe(ev)
 	if f.sent > 0 {
 		h.metrics.EventsSent(f.sent, 0, f.sent*len(ev.Frame))
 	}
@@ -473,8 +497,7 @@ func (h *Hub) offer(s *subscriber, ev *Event, f *fan) {
 	wrote, ok := s.offer(ev, h.opts.ClientBuffer, h.epoch, f)
 	switch {
 	case !wrote.IsZero():
-		f.sent++
-		h.metrics.Delivered(wrote.Sub(ev.Published), ev.takeExemplar())
+		f.wrote(wrote, ev)
 	case !ok:
 		s.stop(stopSlow)
 	}

@@ -16,20 +16,21 @@ type Metrics interface {
 	// replayed came from history, and all bytes written (frames, heartbeats,
 	// retry fields).
 	EventsSent(events, replayed, bytes int)
-	// Delivered observes the time from publish to the write of one event.
-	// exemplar, when valid, is the publish's trace id to attach.
-	Delivered(latency time.Duration, exemplar trace.TraceID)
+	// Delivered observes n writes of one event that each took latency
+	// from its publish (a fan-out writes many with one clock reading).
+	// exemplar, when valid, is the publish's trace id to attach to one.
+	Delivered(latency time.Duration, n int, exemplar trace.TraceID)
 	HeartbeatSent()
 }
 
 // NopMetrics counts nothing. Useful in tests and benchmarks.
 type NopMetrics struct{}
 
-func (NopMetrics) StreamOpened()                           {}
-func (NopMetrics) StreamClosed(CloseReason, time.Duration) {}
-func (NopMetrics) EventsPublished(int)                     {}
-func (NopMetrics) EventsSent(int, int, int)                {}
-func (NopMetrics) Delivered(time.Duration, trace.TraceID)  {}
-func (NopMetrics) HeartbeatSent()                          {}
+func (NopMetrics) StreamOpened()                               {}
+func (NopMetrics) StreamClosed(CloseReason, time.Duration)     {}
+func (NopMetrics) EventsPublished(int)                         {}
+func (NopMetrics) EventsSent(int, int, int)                    {}
+func (NopMetrics) Delivered(time.Duration, int, trace.TraceID) {}
+func (NopMetrics) HeartbeatSent()                              {}
 
 var _ Metrics = NopMetrics{}

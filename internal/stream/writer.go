@@ -136,7 +136,7 @@ func (w *writer) finishRest(evs []*Event) error {
 	bytes := 0
 	for _, ev := range evs {
 		bytes += len(ev.Frame)
-		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), 1, ev.takeExemplar())
 	}
 	w.sent += len(evs)
 	w.h.metrics.EventsSent(len(evs), 0, bytes)
@@ -154,7 +154,7 @@ func (w *writer) writeLive(evs []*Event) error {
 		}
 		w.sent++
 		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
-		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), 1, ev.takeExemplar())
 		return nil
 	}
 	if err := w.addLive(evs); err != nil {
@@ -194,7 +194,7 @@ func (w *writer) flush() error {
 	w.replayed += b.replayed
 	w.h.metrics.EventsSent(len(b.live)+b.replayed, b.replayed, len(b.buf))
 	for _, ev := range b.live {
-		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), ev.takeExemplar())
+		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), 1, ev.takeExemplar())
 	}
 	return nil
 }

@@ -287,9 +287,11 @@ type latencies struct {
 	d  []time.Duration
 }
 
-func (l *latencies) Delivered(d time.Duration, _ trace.TraceID) {
+func (l *latencies) Delivered(d time.Duration, n int, _ trace.TraceID) {
 	l.mu.Lock()
-	l.d = append(l.d, d)
+	for range n {
+		l.d = append(l.d, d)
+	}
 	l.mu.Unlock()
 }
 

@@ -109,6 +109,7 @@ type Hub struct {
 	started  bool     // the broker gave its head (Feed.Start)
 	draining bool
 	fanEnd   time.Time // when the last fan-out ended
+	load     load      // what direct writes would cost (see load)
 	// behindUntil: until then on the hub's clock, streams wait for their
 	// next event on a channel rather than in their conn (see wait), as the
 	// hub was behind lately and is likely to queue for them again.
@@ -382,6 +383,9 @@ type fan struct {
 	now   time.Time
 	reads int
 	sent  int // direct writes not yet counted in the metrics
+	// offers and directs count the subscribers offered the event and those
+	// the fan-out wrote to itself, for the hub's load.
+	offers, directs int
 	// timed direct writes, all at timedAt, are not yet observed in the
 	// delivery histogram: writes that share a clock reading share their
 	// latency, and are observed together.
@@ -392,6 +396,7 @@ type fan struct {
 
 // wrote counts a direct write of ev at when.
 func (f *fan) wrote(when time.Time, ev *Event) {
+	f.directs++
 	if f.timed > 0 && !when.Equal(f.timedAt) {
 		f.observe(ev)
 	}
@@ -436,7 +441,7 @@ const clockEvery = 4
 // every socket was written.
 func (h *Hub) newFan() fan {
 	now := time.Now()
-	direct := now.Sub(h.fanEnd) >= backToBack && h.publishing.Load() <= 1
+	direct := !h.load.over && now.Sub(h.fanEnd) >= backToBack && h.publishing.Load() <= 1
 	return fan{
 		at: now.Sub(h.epoch), direct: direct, until: now.Add(directBudget),
 		now: now, h: h,
@@ -470,6 +475,57 @@ func (h *Hub) fanned(f *fan, ev *Event) {
 		h.metrics.EventsSent(f.sent, 0, f.sent*len(ev.Frame))
 	}
 	h.fanEnd = time.Now()
+	if h.load.add(h.fanEnd, h.fanEnd.Sub(h.epoch.Add(f.at)), f.offers, f.directs) {
+		h.log.Debug("fan-out mode changed", "overloaded", h.load.over, "direct_write", h.load.cost)
+	}
+}
+
+// load tells whether the hub's direct writes would take more time than
+// there is: then every fan-out queues (see newFan), and the streams'
+// goroutines gather several events per write, as one write per delivery
+// cannot keep up. A fan-out writes from one goroutine, so it has one CPU
+// at most, whatever GOMAXPROCS is. Each second, the deliveries offered
+// are priced at what a direct write cost lately; over a second's worth,
+// the hub is overloaded for the next second. The back-to-back and
+// publishes-waiting tests of newFan catch a burst; this catches a lasting
+// overload, which they miss: with every fan-out queued, the streams'
+// goroutines run between two publishes, so publishes no longer come back
+// to back, and a direct fan-out then writes one event per system call
+// where queued ones gather several (1,000 streams at 260 events/s: 176,000
+// deliveries/s direct, 256,000 queued, on one core). h.mu guards it.
+type load struct {
+	start time.Time     // when the current second began
+	work  time.Duration // what its deliveries would take written directly
+	// cost is one direct write's time, a moving average over fan-outs
+	// that wrote at least loadSample events themselves, and nine in ten of
+	// those they offered (a queued offer costs less, and a wake-up of a
+	// stream waiting in its conn more); 0 until one did. A fan-out that
+	// runs out of its directBudget is bounded by the budget already.
+	cost time.Duration
+	over bool
+}
+
+const (
+	loadWindow = time.Second
+	loadSample = 16
+)
+
+// add accounts a fan-out that ended at end after took, offered the event
+// to offers subscribers and wrote it to directs of them itself. It reports
+// whether over changed.
+func (l *load) add(end time.Time, took time.Duration, offers, directs int) bool {
+	if directs >= loadSample && directs*10 >= offers*9 {
+		l.cost += (took/time.Duration(directs) - l.cost) / 8
+	}
+	l.work += time.Duration(offers) * l.cost
+	el := end.Sub(l.start)
+	if el < loadWindow {
+		return false
+	}
+	was := l.over
+	l.over = l.work > el
+	l.start, l.work = end, 0
+	return l.over != was
 }
 
 // behindHold is how long streams wait on a channel after the hub was last
@@ -494,6 +550,7 @@ const directBudget = 20 * time.Millisecond
 // free and takes it whole (until the fan-out's budget ends), else queued; s
 // is dropped as slow when its queue is full. h.mu must be held.
 func (h *Hub) offer(s *subscriber, ev *Event, f *fan) {
+	f.offers++
 	wrote, ok := s.offer(ev, h.opts.ClientBuffer, h.epoch, f)
 	switch {
 	case !wrote.IsZero():

@@ -2,9 +2,12 @@
 # compare.sh runs the same sse-bench loads against sse-service and against
 # the floor (../shared/bench/floor: one write per delivery from the
 # publishing goroutine, nothing else) and prints each figure with its ratio
-# to the floor's. Each figure gets a fresh server pinned to CPU 0, the load
-# generator runs on CPU 1, and the two servers alternate, so slow drifts of
-# a shared machine hit both. Loopback only; every run stops by itself.
+# to the floor's: the ratio of the medians, then each round's ratio (its
+# service run against the floor run right after it, so a slow minute of a
+# shared machine shows as one odd round). Each figure gets a fresh server
+# pinned to CPU 0, the load generator runs on CPU 1, and the two servers
+# alternate, so slow drifts hit both. Loopback only; every run stops by
+# itself.
 #
 # Usage (from anywhere in the repository):
 #
@@ -139,7 +142,7 @@ for s in "${scenarios[@]}"; do
 	done
 done
 
-printf '%-6s %-22s %12s %12s %7s\n' scenario figure service floor ratio
+printf '%-6s %-22s %12s %12s %7s  %s\n' scenario figure service floor ratio "per round (the pair run one after the other)"
 for s in "${scenarios[@]}"; do
 	svc=("$OUT/$s-service-"*.json) flr=("$OUT/$s-floor-"*.json)
 	if [[ $s == idle ]]; then
@@ -151,7 +154,12 @@ for s in "${scenarios[@]}"; do
 		label=${f%%:*} F=${f#*:}
 		a=$(F=$F median "${svc[@]}") b=$(F=$F median "${flr[@]}")
 		ratio=$(jq -n "if $b == 0 then \"-\" else ($a / $b * 100 | round / 100) end")
-		printf '%-6s %-22s %12s %12s %7s\n' "$s" "$label" "$a" "$b" "$ratio"
+		rounds=()
+		for r in $(seq "$ROUNDS"); do
+			rounds+=("$(jq -rs "(.[0]|$F) as \$a | (.[1]|$F) as \$b | if \$b == 0 then \"-\" else (\$a / \$b * 100 | round / 100) end" \
+				"$OUT/$s-service-$r.json" "$OUT/$s-floor-$r.json" 2>/dev/null || echo "-")")
+		done
+		printf '%-6s %-22s %12s %12s %7s  %s\n' "$s" "$label" "$a" "$b" "$ratio" "${rounds[*]}"
 	done
 	bad=$(jq -s '[.[] | select(.ok | not)] | length' "${svc[@]}")
 	[[ $bad == 0 ]] || echo "$s: $bad service run(s) failed their checks (gaps, duplicates, losses): see $OUT/$s-service-*.txt"

@@ -111,11 +111,14 @@ func responseHead(h http.Header) []byte {
 // nothing after its request), and Wake interrupts it with a read deadline
 // in the past. An idle stream is then one goroutine, blocked in that read.
 //
-// A delivery written by the fan-out reads only held and raw's first fields:
-// they share the struct's first 64 bytes (TestDirectWriteReadsOneLine), as
-// with a thousand streams each field of another cache line is one more
-// memory access per delivery.
+// It holds its stream's state (a stream.Place), so a delivery written by
+// the fan-out reads one object: the state's first line, then held and raw's
+// first fields, which share the next line at offset 192
+// (TestDirectWriteReadsOneLine). With a thousand streams each line is a
+// memory access per delivery, and each page, on a machine whose system
+// calls flush the TLB, a page walk.
 type chunkConn struct {
+	place stream.Place
 	// held: the head or the rest of a chunk waits in bufs; TryWrite then
 	// defers to it.
 	held  bool
@@ -128,6 +131,9 @@ type chunkConn struct {
 	bufs  net.Buffers // what is left to write of the last chunk
 	woken atomic.Bool // Wake was called since Wait last returned
 }
+
+// StreamPlace implements stream.Placer.
+func (c *chunkConn) StreamPlace() *stream.Place { return &c.place }
 
 func newChunkConn(conn net.Conn, head []byte) *chunkConn {
 	c := &chunkConn{conn: conn, head: head, held: head != nil, crlf: [2]byte{'\r', '\n'}}

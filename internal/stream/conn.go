@@ -41,3 +41,19 @@ type Waiter interface {
 	// call it, any number of times.
 	Wake()
 }
+
+// Place is room for a stream's state inside its Conn. A Conn that embeds
+// one (a Placer) has the hub keep the stream's state there instead of in an
+// object of its own: a delivery the fan-out writes itself then reads the
+// stream's state and the Conn's first fields from one object, usually one
+// page. Each page a delivery touches can cost a page walk per delivery:
+// with kernel page-table isolation and no PCID, as on the development
+// machine, every system call flushes the TLB. A Place serves one stream.
+type Place struct{ s subscriber }
+
+// Placer is a Conn with room for its stream's state.
+type Placer interface {
+	Conn
+	// StreamPlace returns the Conn's Place; the same one every time.
+	StreamPlace() *Place
+}

@@ -94,7 +94,11 @@ func (h *Hub) open(ctx context.Context, conn Conn, sub *Subscription) (*writer, 
 	// replay are written: live events queue behind them.
 	// A new stream counts as calm (its events written by the fan-out)
 	// until they come closer together than directGap.
-	s := &subscriber{conn: conn, owned: true, gap: calmGap, lastOffer: h.clock()}
+	s := new(subscriber)
+	if p, ok := conn.(Placer); ok {
+		s = &p.StreamPlace().s
+	}
+	s.conn, s.owned, s.gap, s.lastOffer = conn, true, calmGap, h.clock()
 	w := &writer{h: h, s: s, opened: time.Now()}
 	if wt, ok := conn.(Waiter); ok {
 		s.waiter = wt

@@ -3,24 +3,14 @@ package stream
 import (
 	"testing"
 	"unsafe"
+
+	"github.com/sse-service/sse-service/internal/testutil"
 )
 
 // TestDirectDeliveryReadsOneLine guards subscriber's layout: a delivery the
 // fan-out writes itself reads and writes only the fields up to lastWrite,
-// which must share one 64-byte cache line. The struct's size must be a
-// multiple of 64 that is one of Go's size classes (runtime/sizeclasses.go),
-// so that every subscriber starts a line.
+// which must share the first 64-byte line of a line-aligned struct.
 func TestDirectDeliveryReadsOneLine(t *testing.T) {
-	if unsafe.Sizeof(uintptr(0)) != 8 {
-		t.Skip("the layout is tuned for 64-bit platforms")
-	}
 	var s subscriber
-	if end := unsafe.Offsetof(s.lastWrite) + unsafe.Sizeof(s.lastWrite); end > 64 {
-		t.Errorf("hot fields end at byte %d: past the first 64 bytes", end)
-	}
-	switch size := unsafe.Sizeof(s); size {
-	case 64, 128, 192, 256, 320, 384, 448, 512:
-	default:
-		t.Errorf("subscriber is %d bytes: not a size class that is a multiple of 64, so instances straddle cache lines", size)
-	}
+	testutil.CheckHotLine(t, "subscriber", unsafe.Sizeof(s), 0, unsafe.Offsetof(s.lastWrite)+unsafe.Sizeof(s.lastWrite))
 }

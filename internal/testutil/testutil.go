@@ -1,6 +1,7 @@
 // Package testutil holds the helpers that tests of several packages share:
-// a log sink safe for concurrent writers and a reader of one Prometheus
-// sample (a real NATS server is in natstest). Only tests import it.
+// a log sink safe for concurrent writers, a reader of one Prometheus sample
+// and a check of struct layouts (a real NATS server is in natstest). Only
+// tests import it.
 package testutil
 
 import (
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 // SyncBuffer is a log sink that many goroutines may write to.
@@ -51,4 +53,25 @@ func Metric(t testing.TB, adminURL, sample string) float64 {
 	}
 	t.Fatalf("metric %s not found", sample)
 	return 0
+}
+
+// CheckHotLine fails t unless the hot fields of a struct of size bytes,
+// from byte from to byte to, sit in one 64-byte cache line that starts at
+// a multiple of 64, and size is one of Go's size classes that is a multiple
+// of 64 (runtime/sizeclasses.go), so every instance starts a line. It skips
+// on platforms whose pointers are not 8 bytes: the layouts are tuned for
+// 64-bit ones.
+func CheckHotLine(t *testing.T, name string, size, from, to uintptr) {
+	t.Helper()
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("the layout is tuned for 64-bit platforms")
+	}
+	if from%64 != 0 || to-from > 64 {
+		t.Errorf("%s: hot fields from byte %d to %d: want them in one 64-byte line starting at a multiple of 64", name, from, to)
+	}
+	switch size {
+	case 64, 128, 192, 256, 320, 384, 448, 512, 576, 640, 704, 768, 896, 1024:
+	default:
+		t.Errorf("%s is %d bytes: not a size class that is a multiple of 64, so instances straddle cache lines", name, size)
+	}
 }

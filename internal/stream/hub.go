@@ -382,9 +382,9 @@ type fan struct {
 	// delivery besides its system call.
 	now   time.Time
 	reads int
-	sent  int // direct writes not yet counted in the metrics
 	// offers and directs count the subscribers offered the event and those
-	// the fan-out wrote to itself, for the hub's load.
+	// the fan-out wrote to itself (counted in the metrics and the hub's
+	// load when it ends).
 	offers, directs int
 	// timed direct writes, all at timedAt, are not yet observed in the
 	// delivery histogram: writes that share a clock reading share their
@@ -401,7 +401,6 @@ func (f *fan) wrote(when time.Time, ev *Event) {
 		f.observe(ev)
 	}
 	f.timed, f.timedAt = f.timed+1, when
-	f.sent++
 }
 
 // observe puts the direct writes not yet observed in the delivery
@@ -473,8 +472,8 @@ func (f *fan) tick() {
 // metrics, at once, and notes when it ended. h.mu must be held.
 func (h *Hub) fanned(f *fan, ev *Event) {
 	f.observe(ev)
-	if f.sent > 0 {
-		h.metrics.EventsSent(f.sent, 0, f.sent*len(ev.Frame))
+	if f.directs > 0 {
+		h.metrics.EventsSent(f.directs, 0, f.directs*len(ev.Frame))
 	}
 	h.fanEnd = time.Now()
 	if h.load.add(h.fanEnd, h.fanEnd.Sub(h.epoch.Add(f.at)), f.offers, f.directs) {

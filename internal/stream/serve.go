@@ -94,9 +94,11 @@ func (h *Hub) open(ctx context.Context, conn Conn, sub *Subscription) (*writer, 
 	// replay are written: live events queue behind them.
 	// A new stream counts as calm (its events written by the fan-out)
 	// until they come closer together than directGap.
-	s := new(subscriber)
+	var s *subscriber
 	if p, ok := conn.(Placer); ok {
 		s = &p.StreamPlace().s
+	} else {
+		s = new(subscriber)
 	}
 	s.conn, s.owned, s.gap, s.lastOffer = conn, true, calmGap, h.clock()
 	w := &writer{h: h, s: s, opened: time.Now()}

@@ -136,10 +136,8 @@ func (w *writer) finishRest(evs []*Event) error {
 	bytes := 0
 	for _, ev := range evs {
 		bytes += len(ev.Frame)
-		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), 1, ev.takeExemplar())
 	}
-	w.sent += len(evs)
-	w.h.metrics.EventsSent(len(evs), 0, bytes)
+	w.wrote(evs, 0, bytes)
 	clear(evs)
 	return nil
 }
@@ -152,9 +150,7 @@ func (w *writer) writeLive(evs []*Event) error {
 		if err := w.send(ev.Frame); err != nil {
 			return err
 		}
-		w.sent++
-		w.h.metrics.EventsSent(1, 0, len(ev.Frame))
-		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), 1, ev.takeExemplar())
+		w.wrote(evs, 0, len(ev.Frame))
 		return nil
 	}
 	if err := w.addLive(evs); err != nil {
@@ -190,13 +186,19 @@ func (w *writer) flush() error {
 	if err := w.send(b.buf); err != nil {
 		return err
 	}
-	w.sent += len(b.live) + b.replayed
-	w.replayed += b.replayed
-	w.h.metrics.EventsSent(len(b.live)+b.replayed, b.replayed, len(b.buf))
-	for _, ev := range b.live {
+	w.wrote(b.live, b.replayed, len(b.buf))
+	return nil
+}
+
+// wrote counts a write of bytes that carried the live events live and
+// replayed events from history, and observes each live event's latency.
+func (w *writer) wrote(live []*Event, replayed, bytes int) {
+	w.sent += len(live) + replayed
+	w.replayed += replayed
+	w.h.metrics.EventsSent(len(live)+replayed, replayed, bytes)
+	for _, ev := range live {
 		w.h.metrics.Delivered(w.lastWrite.Sub(ev.Published), 1, ev.takeExemplar())
 	}
-	return nil
 }
 
 // send writes p (nothing when nil) and flushes the conn. The deadline is moved only when less than

@@ -27,11 +27,12 @@ import (
 //
 // The goroutine belongs to s: Shutdown waits for it, Close ends it.
 func (s *server) detach(conn net.Conn, sub stream.Subscription, ip netip.Addr, head []byte, eventStream bool, span trace.Span) {
-	s.track(conn, true)
+	cc := newChunkConn(conn, head)
+	s.track(cc, true)
 	s.streams.Add(1)
 	d := &detached{
 		ctx: trace.ContextWithSpan(context.Background(), span),
-		cc:  newChunkConn(conn, head), sub: sub, ip: ip, eventStream: eventStream, span: span,
+		cc:  cc, sub: sub, ip: ip, eventStream: eventStream, span: span,
 	}
 	go s.serveDetached(d)
 }
@@ -57,7 +58,7 @@ func (s *server) endDetached(d *detached, res stream.Result) {
 	defer s.streams.Done()
 	defer s.limiter.release(d.ip)
 	conn := d.cc.conn
-	defer s.track(conn, false)
+	defer s.track(d.cc, false)
 	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 	switch s.streamEnd(res, d.cc.head == nil, d.eventStream) {
 	case endClose:
@@ -72,12 +73,12 @@ func (s *server) endDetached(d *detached, res stream.Result) {
 	case endAbort:
 		// Closing the connection without the last chunk.
 	}
-	conn.Close()
+	_ = d.cc.Close()
 	s.streamEnded(d.span, d.sub, res)
 }
 
 // track adds or removes a hijacked connection, so Close can end them.
-func (s *server) track(conn net.Conn, add bool) {
+func (s *server) track(conn *chunkConn, add bool) {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
 	if add {
@@ -234,6 +235,10 @@ func (c *chunkConn) Flush() error {
 	c.written()
 	return err
 }
+
+// Close closes the connection: the only way to close it, once it is a
+// chunkConn (see rawSocket.close).
+func (c *chunkConn) Close() error { return c.raw.close() }
 
 func (c *chunkConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 

@@ -9,8 +9,8 @@ import (
 
 // TestDirectWriteReadsOneLine guards chunkConn's layout: a delivery the
 // fan-out writes itself reads the stream's state (the Place, first, whose
-// own hot line stream guards) and then held and raw's rc, tryOne and out,
-// which must share the 64-byte line right after the Place.
+// own hot line stream guards) and then held and raw's fd and use, which
+// must share the 64-byte line right after the Place.
 func TestDirectWriteReadsOneLine(t *testing.T) {
 	var c chunkConn
 	if unsafe.Offsetof(c.place) != 0 || unsafe.Offsetof(c.held) != unsafe.Sizeof(c.place) {
@@ -18,5 +18,5 @@ func TestDirectWriteReadsOneLine(t *testing.T) {
 			unsafe.Offsetof(c.place), unsafe.Sizeof(c.place), unsafe.Offsetof(c.held))
 	}
 	testutil.CheckHotLine(t, "chunkConn", unsafe.Sizeof(c), unsafe.Offsetof(c.held),
-		unsafe.Offsetof(c.raw)+unsafe.Offsetof(c.raw.out)+unsafe.Sizeof(c.raw.out))
+		unsafe.Offsetof(c.raw)+unsafe.Offsetof(c.raw.use)+unsafe.Sizeof(c.raw.use))
 }

@@ -17,6 +17,9 @@ type rawSocket struct {
 
 func (w *rawSocket) init(conn net.Conn) { w.conn = conn }
 
+// close closes the connection.
+func (w *rawSocket) close() error { return w.conn.Close() }
+
 // tryWrite writes nothing: the rest waits for write.
 func (w *rawSocket) tryWrite([]byte) int { return 0 }
 

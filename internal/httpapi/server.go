@@ -123,7 +123,7 @@ type server struct {
 
 	streams sync.WaitGroup // detached streams (see detach)
 	connsMu sync.Mutex     // guards conns
-	conns   map[net.Conn]struct{}
+	conns   map[*chunkConn]struct{}
 }
 
 // Server is the public HTTP server. Streams on HTTP/1.1 run detached from
@@ -189,7 +189,7 @@ func NewServer(hub *stream.Hub, metrics Metrics, log *slog.Logger, opts Options)
 		clockPrivate: slices.ContainsFunc(opts.PrivateTopics, func(p auth.Pattern) bool {
 			return p.String() == stream.ClockTopic
 		}),
-		conns:    make(map[net.Conn]struct{}),
+		conns:    make(map[*chunkConn]struct{}),
 		failures: ratelog.New(log, 5, 20),
 	}
 	s.gate = newConnGate(gateOptions{

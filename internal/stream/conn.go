@@ -14,7 +14,8 @@ type Conn interface {
 // DirectConn is a Conn the fan-out may write to itself, from the publishing
 // goroutine, because a write to it never waits: a delivery then costs one
 // write, with no queue and no wake-up of the stream's goroutine. Only one
-// goroutine writes to a Conn at a time (the hub sees to it).
+// goroutine writes to a Conn at a time (the hub sees to it), and none once
+// Hub.Stream has returned.
 type DirectConn interface {
 	Conn
 	// TryWrite writes as much of ev's frame as the connection takes at

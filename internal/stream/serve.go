@@ -138,7 +138,11 @@ func (h *Hub) close(w *writer, sub *Subscription, reason CloseReason) Result {
 	}
 	h.unregister(s, sub.Topics)
 	h.metrics.StreamClosed(reason, time.Since(w.opened))
+	// The socket is the caller's again for good: a fan-out that took s
+	// before unregister queues for it rather than write after Stream
+	// returned (its caller may be writing the last chunk, or closing).
 	s.mu.Lock()
+	s.owned = true
 	sent := w.sent + s.directSent
 	s.mu.Unlock()
 	return Result{Reason: reason, Sent: sent, Replayed: w.replayed, Err: w.err}

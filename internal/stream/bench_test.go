@@ -129,7 +129,8 @@ func BenchmarkFanout(b *testing.B) {
 
 			// Let the subscribers catch up now and then so no queue
 			// overflows: a drop would end the stream and skew the count.
-			// A queue then holds at most 96 events.
+			// The streams are then at most 96 events behind on average;
+			// one may be further (up to ClientBuffer).
 			sent := 0
 			caughtUp := func(behind int) {
 				for bytes.Load() < start+int64(n*len(ev.Frame)*(sent-behind)) {

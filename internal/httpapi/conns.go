@@ -194,21 +194,26 @@ func (g *connGate) oldestEvictable(idle, waiting *list.List, now time.Time) *gat
 	return nil
 }
 
-// evictLocked forgets gc, which the caller closes after unlocking.
+// evictLocked forgets gc and closes its connection, before g.mu is
+// released. A request that arrived on it meanwhile may still be served,
+// but net/http runs its StateHijacked hook, which takes g.mu, before
+// Hijack returns: so a stream never starts on the connection before this
+// close, and one that starts after finds it closed. A close after the
+// hijack would bypass chunkConn.Close, and the fan-out could write to the
+// descriptor once it belonged to another connection (see rawSocket).
 func (g *connGate) evictLocked(gc *gateConn) {
 	g.forgetLocked(gc)
 	delete(g.conns, gc.conn)
+	gc.conn.Close()
 }
 
-// shed closes connections evicted for a newcomer and counts them by the
-// phase they were in.
+// shed counts connections evicted for a newcomer by the phase they were in.
 func (g *connGate) shed(victims []*gateConn) {
 	for _, v := range victims {
 		reason := shedWaiting
 		if v.phase == phaseIdle {
 			reason = shedIdle
 		}
-		v.conn.Close()
 		g.opts.metrics.ConnectionShed(reason)
 	}
 }

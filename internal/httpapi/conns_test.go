@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -309,11 +310,15 @@ func TestOneAddressCannotHoldEveryWaitingConnection(t *testing.T) {
 	}
 }
 
-// fakeConn is a connection from 192.0.2.1 that records its Close.
+// fakeConn is a connection from 192.0.2.1 that records its Close, and
+// whether gate's lock was held then (when gate is set).
 type fakeConn struct {
 	net.Conn
-	mu     sync.Mutex
-	closed bool
+	gate *connGate
+
+	mu           sync.Mutex
+	closed       bool
+	closedLocked bool
 }
 
 func (c *fakeConn) RemoteAddr() net.Addr {
@@ -324,6 +329,11 @@ func (c *fakeConn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
+	if c.gate != nil && !c.gate.mu.TryLock() {
+		c.closedLocked = true
+	} else if c.gate != nil {
+		c.gate.mu.Unlock()
+	}
 	return nil
 }
 
@@ -407,6 +417,36 @@ func TestGateEvictsIdleFirstThenTheLongestWaitingNeverBusy(t *testing.T) {
 	}
 	if n, _, _ := rec.snapshot(); n != 0 || len(g.conns) != 0 || g.idle.Len()+g.waiting.Len() != 0 {
 		t.Fatalf("after every close: counted %d, %d tracked, %d listed; want none", n, len(g.conns), g.idle.Len()+g.waiting.Len())
+	}
+}
+
+// The gate closes a connection it evicts before it lets go of its lock,
+// which the connection's StateHijacked hook takes: a request that arrived
+// on it meanwhile can never become a stream (whose fan-out writes straight
+// to the descriptor) before the close, only after, on a closed connection.
+func TestGateClosesWhatItEvictsBeforeAHijackCan(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		state http.ConnState // the evicted one's
+	}{{"idle", http.StateIdle}, {"waiting", http.StateActive}} {
+		t.Run(c.name, func(t *testing.T) {
+			var calls atomic.Int64 // each reading of the clock is an hour later
+			later := func() time.Time { return time.Unix(calls.Add(1)*3600, 0) }
+			g := newConnGate(gateOptions{max: 1, grace: time.Minute, metrics: &gateRecorder{}, now: later})
+			old := &fakeConn{gate: g}
+			if !g.admit(old) {
+				t.Fatal("refused below the cap")
+			}
+			g.connState(old, c.state)
+			if !g.admit(&fakeConn{}) {
+				t.Fatalf("the newcomer was refused with an %s connection to replace", c.name)
+			}
+			old.mu.Lock()
+			defer old.mu.Unlock()
+			if !old.closed || !old.closedLocked {
+				t.Fatalf("evicted: closed %v, with the gate's lock held %v; want both", old.closed, old.closedLocked)
+			}
+		})
 	}
 }
 

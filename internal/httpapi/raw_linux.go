@@ -27,7 +27,7 @@ import (
 // during such a write: every close of the connection goes through close.
 type rawSocket struct {
 	// fd and use, first, are all tryWrite reads and writes.
-	fd  int32         // the socket's descriptor; -1: not a socket, Write is used
+	fd  int32         // the socket's descriptor; -1: none (not a socket, or closed before the stream began), tryWrite writes nothing
 	use atomic.Uint32 // useWriting during tryWrite's write(2); useClosed once close began
 	rc  syscall.RawConn
 	// conn is the connection; close it with close.

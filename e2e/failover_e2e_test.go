@@ -176,8 +176,13 @@ func quorumLost(t *testing.T, cluster *natsCluster, replicas []*service) {
 	t.Helper()
 	cluster.nodes[0].kill()
 	cluster.nodes[1].kill()
+	// If the node left is the stream's leader, it keeps answering the
+	// readiness probe's reads until it notices it lost its quorum:
+	// nats-server checks every 10 s for peers not heard from in 10 s
+	// (raft.go, lostQuorumCheck and lostQuorumInterval), so it steps down
+	// 10-20 s after the kill, and the probe reports it within 3 s more.
 	for _, r := range replicas {
-		waitReadyz(t, r, http.StatusServiceUnavailable, 20*time.Second, "with 2 of 3 NATS nodes down")
+		waitReadyz(t, r, http.StatusServiceUnavailable, 35*time.Second, "with 2 of 3 NATS nodes down")
 	}
 	client := &http.Client{Timeout: 15 * time.Second}
 	code, _, body := postEvent(client, replicas[0].public, "f0", "without quorum", "quorum-1")

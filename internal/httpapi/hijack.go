@@ -78,13 +78,13 @@ func (s *server) endDetached(d *detached, res stream.Result) {
 }
 
 // track adds or removes a hijacked connection, so Close can end them.
-func (s *server) track(conn *chunkConn, add bool) {
+func (s *server) track(cc *chunkConn, add bool) {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
 	if add {
-		s.conns[conn] = struct{}{}
+		s.conns[cc] = struct{}{}
 	} else {
-		delete(s.conns, conn)
+		delete(s.conns, cc)
 	}
 }
 

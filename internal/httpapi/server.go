@@ -165,8 +165,8 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 func (srv *Server) Close() error {
 	err := srv.http.Close()
 	srv.api.connsMu.Lock()
-	for c := range srv.api.conns {
-		c.Close()
+	for cc := range srv.api.conns {
+		_ = cc.Close()
 	}
 	srv.api.connsMu.Unlock()
 	return err
